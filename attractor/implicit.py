@@ -1,0 +1,183 @@
+"""Differentiating through a fixed point without storing the solver's iterations.
+
+At y* = f(y*), with v = dL/dy* and J = df/dy at y*, the implicit function theorem gives
+    dL/dtheta = u^T df/dtheta,   u = (I - J^T)^-1 v
+for every tensor theta that f closes over (DEQ, Bai et al. 2019). The forward solve runs
+without autograd; one application z = f(y*) is then recorded with autograd, so gradients
+reach parameters through the ordinary graph (and through DDP's hooks). A hook on z swaps
+the incoming v for an approximation of u:
+
+- ``onestep``  u ~ v                         (Jacobian-free backprop, Fung et al. 2022)
+- ``neumann``  u ~ v + clip(J^T v)           (two Neumann terms, J^T v clipped per sample)
+- ``adjoint``  u = J^T u + v solved by Anderson or Picard (exact up to its tolerance)
+- ``phantom``  k damped steps y <- (1-a) y + a f(y) from y*, backpropagated by autograd
+               (phantom gradients, Geng et al. 2021)
+
+Memory holds one application of f (k for phantom), whatever the number of solver steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from attractor.solvers import Map, SolverConfig, SolverStats, solve
+
+BACKWARDS = ("onestep", "neumann", "adjoint", "phantom")
+
+
+def fixed_point(
+    f: Map,
+    y0: Tensor,
+    cfg: SolverConfig | None = None,
+    backward: str = "onestep",
+    backward_steps: int = 2,
+    damping: float = 1.0,
+    neumann_clip: float = 1.0,
+    adjoint: SolverConfig | None = None,
+) -> tuple[Tensor, SolverStats]:
+    """Solve y* = f(y*) from y0 and return y* with a gradient chosen by ``backward``.
+
+    ``backward_steps`` and ``damping`` configure ``phantom`` (k and a); ``neumann_clip``
+    is c in |J^T v| <= c |v|; ``adjoint`` is the solver for u = J^T u + v (default:
+    Anderson, tol 1e-6, 64 iterations). Under ``torch.no_grad()`` only the solve runs.
+    The fixed point does not depend on where the solver starts, so y0 receives a zero
+    gradient through the start; it receives a real one when f closes over it.
+    """
+    if backward not in BACKWARDS:
+        raise ValueError(
+            f"fixed_point: unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}"
+        )
+    if backward_steps < 1 or not 0.0 < damping <= 1.0 or neumann_clip < 0:
+        raise ValueError(
+            "fixed_point: need backward_steps >= 1, 0 < damping <= 1 and neumann_clip >= 0"
+        )
+    y_star, stats = solve(f, y0, cfg)
+    if not torch.is_grad_enabled():
+        return y_star, stats
+    y_star = y_star.detach()
+    if backward == "phantom":
+        z = _phantom(f, y_star, backward_steps, damping)
+    else:
+        y_leaf = y_star.requires_grad_(backward != "onestep")
+        z = f(y_leaf).to(y0.dtype)
+        if z.requires_grad and backward == "neumann":
+            z.register_hook(_GradientHook(_NeumannHook(z, y_leaf, neumann_clip)))
+        elif z.requires_grad and backward == "adjoint":
+            z.register_hook(_GradientHook(_AdjointHook(z, y_leaf, adjoint or _default_adjoint())))
+    if y0.requires_grad:
+        z = z + 0.0 * y0  # d y*/d y0 = 0: a zero gradient, so y0.grad is a tensor, not None
+    return z, stats
+
+
+def _phantom(f: Map, y: Tensor, steps: int, a: float) -> Tensor:
+    """k damped steps y <- (1 - a) y + a f(y) from y*, recorded by autograd."""
+    for _ in range(steps):
+        fy = f(y).to(y.dtype)
+        y = fy if a == 1.0 else torch.lerp(y, fy, a)
+    return y
+
+
+def _default_adjoint() -> SolverConfig:
+    return SolverConfig(method="anderson", tol=1e-6, max_iter=64)
+
+
+class _VJP:
+    """v -> J^T v at y*, reusing the graph of the single recorded z = f(y*)."""
+
+    def __init__(self, z: Tensor, y_leaf: Tensor) -> None:
+        self.z, self.y_leaf = z, y_leaf
+
+    def __call__(self, v: Tensor) -> Tensor:
+        (jtv,) = torch.autograd.grad(self.z, self.y_leaf, v, retain_graph=True)
+        return jtv
+
+
+class _GradientHook:
+    """A tensor hook on z that replaces v = dL/dz by u(v).
+
+    The VJPs inside u re-enter backward through z, which fires this hook again; those
+    inner calls must see the plain gradient, so the hook passes them through.
+    """
+
+    def __init__(self, u: Callable[[Tensor], Tensor]) -> None:
+        self.u, self.active = u, False
+
+    def __call__(self, v: Tensor | None) -> Tensor | None:
+        if self.active or v is None:  # re-entry from u's own VJPs, or an undefined gradient
+            return None
+        self.active = True
+        try:
+            return self.u(v)
+        finally:
+            self.active = False
+
+
+class _NeumannHook(_VJP):
+    """u = v + J^T v, with J^T v scaled per sample so that |J^T v| <= c |v|."""
+
+    def __init__(self, z: Tensor, y_leaf: Tensor, clip: float) -> None:
+        super().__init__(z, y_leaf)
+        self.clip = clip
+
+    def __call__(self, v: Tensor) -> Tensor:
+        jtv = super().__call__(v)
+        b = v.shape[0]
+        vn = torch.linalg.vector_norm(v.reshape(b, -1), dim=1)
+        jn = torch.linalg.vector_norm(jtv.reshape(b, -1), dim=1)
+        scale = (self.clip * vn / jn.clamp_min(1e-30)).clamp(max=1.0)
+        return v + jtv * scale.view(-1, *([1] * (v.dim() - 1)))
+
+
+class _AdjointHook(_VJP):
+    """u = (I - J^T)^-1 v, found as the fixed point of u -> J^T u + v."""
+
+    def __init__(self, z: Tensor, y_leaf: Tensor, cfg: SolverConfig) -> None:
+        super().__init__(z, y_leaf)
+        self.cfg = cfg
+
+    def __call__(self, v: Tensor) -> Tensor:
+        vjp = super().__call__
+        u, _ = solve(lambda u: vjp(u) + v, v, self.cfg)
+        return u
+
+
+def jacobian_penalty(f: Map, y: Tensor, samples: int = 1) -> Tensor:
+    """Differentiable Hutchinson estimate of |J|_F^2 / d: mean over e ~ N(0, I) of |J^T e|^2 / d.
+
+    J = df/dy at y, d = elements per sample; averaged over the batch (Bai et al. 2021,
+    "Stabilizing Equilibrium Models by Jacobian Regularization").
+    """
+    if samples < 1:
+        raise ValueError(f"jacobian_penalty: samples must be at least 1, got {samples}")
+    y = y if y.requires_grad else y.detach().requires_grad_()
+    z = f(y)
+    total = z.new_zeros(())
+    for i in range(samples):
+        e = torch.randn_like(z)
+        (jte,) = torch.autograd.grad(z, y, e, create_graph=True, retain_graph=i + 1 < samples)
+        total = total + jte.pow(2).sum()
+    return total / (samples * y.numel())
+
+
+def spectral_radius(f: Map, y: Tensor, iters: int = 20) -> float:
+    """Power-iteration estimate of the spectral radius of J = df/dy at y (max over the batch).
+
+    Iterates w <- J^T w / |J^T w| per sample (J^T has the spectrum of J) and returns the
+    largest per-sample |J^T w| of the last step. No autograd graph survives the call.
+    """
+    with torch.enable_grad():
+        y_leaf = y.detach().requires_grad_()
+        z = f(y_leaf)
+        vjp = _VJP(z, y_leaf)
+        b = y.shape[0]
+        w = torch.randn_like(y_leaf)
+        growth = torch.zeros(b, device=y.device)
+        for _ in range(max(iters, 1)):
+            w = w / torch.linalg.vector_norm(w.reshape(b, -1), dim=1).view(b, *[1] * (y.dim() - 1))
+            w = vjp(w).detach()
+            growth = torch.linalg.vector_norm(w.reshape(b, -1), dim=1)
+    return float(growth.max())
+

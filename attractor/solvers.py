@@ -1,0 +1,320 @@
+"""Root solvers for y* = f(y*): Anderson, Picard and limited-memory Broyden.
+
+One driver (`solve`) owns everything the methods share: evaluating f, the per-sample
+relative residual ``|f(y) - y| / |y|``, keeping the lowest-residual iterate, the stopping
+rule, the divergence guard and the residual trace. A method only proposes the next
+iterate from the newest pair (y, f(y)); swapping Anderson for Broyden is a change of one
+string in `SolverConfig`.
+
+All batch work stays on the device. The host synchronises once per stopping check
+(every ``check_every`` iterations) and once at the end to read the trace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+Map = Callable[[Tensor], Tensor]
+
+METHODS = ("anderson", "picard", "broyden")
+
+
+@dataclass
+class SolverConfig:
+    """How to find y* = f(y*).
+
+    method: "anderson" | "picard" | "broyden".
+    tol: stop when every sample's relative residual |f(y)-y|/|y| is below it.
+    max_iter / min_iter: bounds on the number of f-evaluations.
+    history: memory m of Anderson and Broyden.
+    mixing: Anderson's beta (1.0 = undamped); Picard's damping a in y <- (1-a) y + a f(y).
+    regularization: Tikhonov lambda of Anderson's least squares, relative to its scale.
+    diverge_above: a relative residual above this (after the first step) stops the solve.
+    check_every: test the stopping rule (one host sync) every k iterations.
+    return_last: return the last iterate instead of the lowest-residual one per sample.
+    """
+
+    method: str = "anderson"
+    tol: float = 1e-4
+    max_iter: int = 32
+    min_iter: int = 0
+    history: int = 5
+    mixing: float = 1.0
+    regularization: float = 1e-8
+    diverge_above: float = 1e4
+    check_every: int = 1
+    return_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(
+                f"solver: unknown method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        if self.max_iter < 0 or self.min_iter < 0 or self.min_iter > self.max_iter:
+            raise ValueError(
+                f"solver: need 0 <= min_iter <= max_iter, got min_iter={self.min_iter}, "
+                f"max_iter={self.max_iter}"
+            )
+        if self.history < 1 or self.check_every < 1:
+            raise ValueError("solver: history and check_every must be at least 1")
+        if not 0.0 < self.mixing <= 1.0:
+            raise ValueError(f"solver: mixing must lie in (0, 1], got {self.mixing}")
+        if self.tol < 0 or self.regularization < 0:
+            raise ValueError("solver: tol and regularization must be non-negative")
+
+
+@dataclass
+class SolverStats:
+    """What a solve did.
+
+    iters: f-evaluations performed. residual: per-sample relative residual of the returned
+    iterate's pre-image, [B]. converged: residual < tol, [B]. diverged: the divergence guard
+    fired for the sample, [B]. trace: max relative residual over the batch, per iteration.
+    """
+
+    iters: int
+    residual: Tensor
+    converged: Tensor
+    diverged: Tensor
+    trace: list[float] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- methods
+class PicardStep:
+    """Damped fixed-point iteration: y_{k+1} = (1 - a) y_k + a f(y_k)."""
+
+    def __init__(self, y0: Tensor, cfg: SolverConfig) -> None:
+        self.a = cfg.mixing
+
+    def __call__(self, y: Tensor, fy: Tensor, g: Tensor) -> Tensor:
+        return fy if self.a == 1.0 else y.add(g, alpha=self.a)
+
+
+class AndersonStep:
+    """Type-II Anderson acceleration (Walker & Ni 2011; DEQ, Bai et al. 2019).
+
+    With residuals g_i = f(y_i) - y_i of the last m iterates, solve
+        alpha = argmin |sum_i alpha_i g_i|^2 + lam |alpha|^2   s.t.  sum_i alpha_i = 1,
+    i.e. alpha = H^-1 1 / (1^T H^-1 1) with H = G G^T + lam I, then
+        y_{k+1} = beta sum_i alpha_i f(y_i) + (1 - beta) sum_i alpha_i y_i
+                = sum_i alpha_i f(y_i) - (1 - beta) sum_i alpha_i g_i.
+    The history is a ring buffer: slot k mod m holds iterate k, and only the filled slots
+    enter H (the paper's puzzle code reads the empty ones too). The Gram matrix G G^T is
+    updated one row per step (m dot products instead of m^2) and the m x m system is solved
+    in float64 whatever the input dtype. A sample whose system is singular or not finite
+    takes the plain step y_{k+1} = f(y_k) instead.
+    """
+
+    def __init__(self, y0: Tensor, cfg: SolverConfig) -> None:
+        b, m = y0.shape[0], cfg.history
+        flat = y0.reshape(b, -1)
+        self.m, self.beta, self.lam = m, cfg.mixing, cfg.regularization
+        self.F = flat.new_empty(b, m, flat.shape[1])  # images f(y_i)
+        self.G = flat.new_empty(b, m, flat.shape[1])  # residuals g_i
+        self.gram = torch.zeros(b, m, m, dtype=torch.float64, device=y0.device)
+        self.k = 0
+        self.wide = flat.dtype in (torch.float32, torch.float64)
+
+    def _dots(self, n: int, g: Tensor) -> Tensor:
+        """<g_i, g> for the n filled slots, in float32 or wider: [B, n]."""
+        G = self.G[:, :n]
+        if not self.wide:
+            G, g = G.float(), g.float()
+        return torch.bmm(G, g.unsqueeze(-1)).squeeze(-1).double()
+
+    def __call__(self, y: Tensor, fy: Tensor, g: Tensor) -> Tensor:
+        b = y.shape[0]
+        slot, n = self.k % self.m, min(self.k + 1, self.m)
+        self.k += 1
+        self.F[:, slot].copy_(fy.reshape(b, -1))
+        self.G[:, slot].copy_(g.reshape(b, -1))
+        row = self._dots(n, self.G[:, slot])
+        self.gram[:, slot, :n] = row
+        self.gram[:, :n, slot] = row
+        if n == 1:
+            return fy
+        alpha = self._weights(n)
+        mixed = torch.bmm(alpha.unsqueeze(1), self.F[:, :n])
+        if self.beta != 1.0:
+            mixed = mixed - (1.0 - self.beta) * torch.bmm(alpha.unsqueeze(1), self.G[:, :n])
+        return mixed.view_as(y)
+
+    def _weights(self, n: int) -> Tensor:
+        """Mixing weights alpha [B, n]; the plain step (newest slot = 1) where H fails."""
+        H = self.gram[:, :n, :n]
+        scale = H.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
+        eye = torch.eye(n, dtype=H.dtype, device=H.device)
+        H = H + (self.lam * scale)[:, None, None] * eye
+        ones = torch.ones(H.shape[0], n, 1, dtype=H.dtype, device=H.device)
+        a, info = torch.linalg.solve_ex(H, ones)
+        a = a.squeeze(-1)
+        alpha = a / a.sum(dim=1, keepdim=True)
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
+        plain = torch.zeros_like(alpha)
+        plain[:, (self.k - 1) % self.m] = 1.0
+        alpha = torch.where(ok[:, None], alpha, plain)
+        return alpha.to(self.F.dtype)
+
+
+class BroydenStep:
+    """Limited-memory "good" Broyden on g(y) = f(y) - y = 0 (Broyden 1965; DEQ).
+
+    Keeps the inverse Jacobian estimate B = -I + sum_i u_i v_i^T and steps
+    y_{k+1} = y_k - B g_k. After each step, with dy = y_{k+1} - y_k and dg = g_{k+1} - g_k,
+        v = B^T dy,   u = (dy - B dg) / (v . dg)     (Sherman-Morrison).
+    When the m slots are full the estimate restarts from B = -I (restarted limited-memory
+    Broyden): overwriting only the oldest term leaves an inconsistent B that diverged on
+    symmetric linear maps in our tests. A term whose denominator is zero or not finite is
+    dropped (set to zero) for that sample.
+    """
+
+    def __init__(self, y0: Tensor, cfg: SolverConfig) -> None:
+        b = y0.shape[0]
+        d = y0[0].numel()
+        self.m = cfg.history
+        self.U = y0.new_zeros(b, self.m, d)
+        self.V = y0.new_zeros(b, self.m, d)
+        self.k = 0
+        self.prev: tuple[Tensor, Tensor] | None = None
+
+    def _apply(self, x: Tensor) -> Tensor:
+        """B x = -x + U^T (V x) for x [B, d]."""
+        coef = torch.bmm(self.V, x.unsqueeze(-1))  # [B, m, 1]
+        return torch.baddbmm(-x.unsqueeze(-1), self.U.transpose(1, 2), coef).squeeze(-1)
+
+    def _apply_t(self, x: Tensor) -> Tensor:
+        """B^T x = -x + V^T (U x) for x [B, d]."""
+        coef = torch.bmm(self.U, x.unsqueeze(-1))
+        return torch.baddbmm(-x.unsqueeze(-1), self.V.transpose(1, 2), coef).squeeze(-1)
+
+    def __call__(self, y: Tensor, fy: Tensor, g: Tensor) -> Tensor:
+        b = y.shape[0]
+        yf, gf = y.reshape(b, -1), g.reshape(b, -1)
+        if self.prev is not None:
+            if self.k == self.m:
+                self.U.zero_()
+                self.V.zero_()
+                self.k = 0
+            dy, dg = yf - self.prev[0], gf - self.prev[1]
+            v = self._apply_t(dy)
+            denom = (v * dg).sum(dim=1, keepdim=True)
+            u = (dy - self._apply(dg)) / denom
+            ok = torch.isfinite(u).all(dim=1, keepdim=True) & (denom.abs() > 0)
+            self.U[:, self.k] = torch.where(ok, u, 0.0)
+            self.V[:, self.k] = torch.where(ok, v, 0.0)
+            self.k += 1
+        self.prev = (yf, gf)
+        return (yf - self._apply(gf)).view_as(y)
+
+
+STEPS = {"anderson": AndersonStep, "picard": PicardStep, "broyden": BroydenStep}
+
+
+# ----------------------------------------------------------------------------- driver
+@torch.no_grad()
+def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, SolverStats]:
+    """Find y* = f(y*) for a batch (dim 0) of any trailing shape, without autograd.
+
+    Each iteration evaluates f once at the current iterate y_k and measures
+    r_k = |f(y_k) - y_k| / |y_k| per sample. The returned tensor is f(y_k) for the k with
+    the lowest r_k per sample (or the last k with ``cfg.return_last``), so with
+    ``max_iter = k`` and Picard it is exactly f^k(y0). Stops when every sample has
+    r < tol and ``min_iter`` is reached, at ``max_iter``, or when the divergence guard
+    fires (a non-finite f(y), or r > ``diverge_above`` after the first step): the solve
+    then returns the best iterate so far and marks the sample in ``stats.diverged``; it
+    never raises for divergence.
+    """
+    cfg = cfg or SolverConfig()
+    _validate_start(y0)
+    b = y0.shape[0]
+    wide = torch.promote_types(y0.dtype, torch.float32)
+    best_r = torch.full((b,), math.inf, dtype=wide, device=y0.device)
+    diverged = torch.zeros(b, dtype=torch.bool, device=y0.device)
+    trace = torch.empty(cfg.max_iter, dtype=wide, device=y0.device)
+    best = last = y = y0
+    last_r = best_r
+    step = STEPS[cfg.method](y0, cfg)
+    iters = 0
+    while iters < cfg.max_iter:
+        fy = f(y)
+        if iters == 0:
+            _check_image(fy, y)
+        fy = fy.to(y.dtype)
+        g = fy - y
+        r, bad = _residual(g, y, cfg, first=iters == 0)
+        trace[iters] = r.max()
+        iters += 1
+        diverged |= bad
+        improved = (r < best_r) & ~bad
+        best_r = torch.where(improved, r, best_r)
+        best = torch.where(_expand(improved, fy), fy, best)
+        last, last_r = fy, r
+        if iters % cfg.check_every == 0 and _should_stop(best_r, last_r, diverged, iters, cfg):
+            break
+        if iters < cfg.max_iter:
+            y = step(y, fy, g)
+    if cfg.return_last:
+        best = torch.where(_expand(diverged, last), best, last)
+        best_r = torch.where(diverged, best_r, last_r)
+    stats = SolverStats(
+        iters=iters,
+        residual=best_r,
+        converged=best_r < cfg.tol,
+        diverged=diverged,
+        trace=trace[:iters].tolist(),
+    )
+    return best, stats
+
+
+def _residual(g: Tensor, y: Tensor, cfg: SolverConfig, first: bool) -> tuple[Tensor, Tensor]:
+    """Per-sample r = |g| / |y| (float32 or wider) and the divergence flag.
+
+    |y| = 0 (a zero start) gives r = inf without counting as divergence; a non-finite |g|
+    does, and so does r > ``cfg.diverge_above`` after the first step.
+    """
+    b = g.shape[0]
+    wide = torch.promote_types(g.dtype, torch.float32)
+    gn = torch.linalg.vector_norm(g.reshape(b, -1), dim=1, dtype=wide)
+    yn = torch.linalg.vector_norm(y.reshape(b, -1), dim=1, dtype=wide)
+    r = torch.where(gn == 0, 0.0, gn / yn)
+    bad = ~torch.isfinite(gn)
+    if not first:
+        bad |= r > cfg.diverge_above
+    return r, bad
+
+
+def _should_stop(
+    best_r: Tensor, last_r: Tensor, diverged: Tensor, iters: int, cfg: SolverConfig
+) -> bool:
+    """The stopping rule; the only place the solver synchronises with the host."""
+    stop = diverged.any()
+    if iters >= cfg.min_iter:
+        stop |= ((last_r if cfg.return_last else best_r) < cfg.tol).all()
+    return bool(stop)
+
+
+def _check_image(fy: Tensor, y: Tensor) -> None:
+    if fy.shape != y.shape:
+        raise ValueError(
+            f"solver: f(y) has shape {tuple(fy.shape)} but y has shape {tuple(y.shape)}; "
+            "f must return a tensor of the same shape as its input"
+        )
+
+
+def _validate_start(y0: Tensor) -> None:
+    if not torch.is_floating_point(y0):
+        raise ValueError(f"solver: y0 must be a floating-point tensor, got {y0.dtype}")
+    if y0.dim() < 1 or y0.shape[0] == 0:
+        raise ValueError(f"solver: y0 needs a non-empty batch dimension, got {tuple(y0.shape)}")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("solver: y0 contains NaN or Inf; check what produced the starting point")
+
+
+def _expand(mask: Tensor, like: Tensor) -> Tensor:
+    """A [B] mask viewed to broadcast against a [B, ...] tensor."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
