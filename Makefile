@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m attractor.cli demo
+	.venv/bin/attractor demo
 
 lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks
@@ -25,7 +25,7 @@ lint: $(STAMP)
 
 bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0
-	$(PY) benchmarks/solver_vs_torchdeq.py
+	$(PY) benchmarks/solver_vs_torchdeq.py --repeats 7
 
 clean:
 	rm -rf .venv build *.egg-info

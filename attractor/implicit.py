@@ -180,4 +180,3 @@ def spectral_radius(f: Map, y: Tensor, iters: int = 20) -> float:
             w = vjp(w).detach()
             growth = torch.linalg.vector_norm(w.reshape(b, -1), dim=1)
     return float(growth.max())
-

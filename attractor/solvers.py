@@ -91,6 +91,11 @@ class PicardStep:
     def __init__(self, y0: Tensor, cfg: SolverConfig) -> None:
         self.a = cfg.mixing
 
+    def residual(self, y: Tensor, fy: Tensor) -> tuple[Tensor, Tensor]:
+        """g = f(y) - y and |g| per sample (Anderson computes both inside its history)."""
+        g = fy - y
+        return g, _norm(g)
+
     def __call__(self, y: Tensor, fy: Tensor, g: Tensor) -> Tensor:
         return fy if self.a == 1.0 else y.add(g, alpha=self.a)
 
@@ -117,48 +122,53 @@ class AndersonStep:
         self.F = flat.new_empty(b, m, flat.shape[1])  # images f(y_i)
         self.G = flat.new_empty(b, m, flat.shape[1])  # residuals g_i
         self.gram = torch.zeros(b, m, m, dtype=torch.float64, device=y0.device)
+        self.eye = torch.eye(m, dtype=torch.float64, device=y0.device)  # also the plain steps
+        self.ones = torch.ones(b, m, 1, dtype=torch.float64, device=y0.device)
         self.k = 0
         self.wide = flat.dtype in (torch.float32, torch.float64)
 
+    def residual(self, y: Tensor, fy: Tensor) -> tuple[Tensor, Tensor]:
+        """Store f(y) and g = f(y) - y in the next ring-buffer slot and add g's row to the
+        Gram matrix; return g and |g| (read off the Gram diagonal)."""
+        b, slot, n = y.shape[0], self.k % self.m, min(self.k + 1, self.m)
+        self.F[:, slot].copy_(fy.reshape(b, -1))
+        g = torch.sub(self.F[:, slot], y.reshape(b, -1), out=self.G[:, slot])
+        row = self._dots(n, g)
+        self.gram[:, slot, :n] = row
+        self.gram[:, :n, slot] = row
+        return g.view_as(y), row[:, slot].sqrt()
+
     def _dots(self, n: int, g: Tensor) -> Tensor:
-        """<g_i, g> for the n filled slots, in float32 or wider: [B, n]."""
+        """<g_i, g> for the n filled slots, in float32 or wider: [B, n] float64."""
         G = self.G[:, :n]
         if not self.wide:
             G, g = G.float(), g.float()
+        if G.device.type == "cpu":  # a batched matrix-vector bmm is up to 20x slower on CPU
+            return torch.stack([torch.mv(G[i], g[i]) for i in range(G.shape[0])]).double()
         return torch.bmm(G, g.unsqueeze(-1)).squeeze(-1).double()
 
     def __call__(self, y: Tensor, fy: Tensor, g: Tensor) -> Tensor:
-        b = y.shape[0]
-        slot, n = self.k % self.m, min(self.k + 1, self.m)
+        n = min(self.k + 1, self.m)
         self.k += 1
-        self.F[:, slot].copy_(fy.reshape(b, -1))
-        self.G[:, slot].copy_(g.reshape(b, -1))
-        row = self._dots(n, self.G[:, slot])
-        self.gram[:, slot, :n] = row
-        self.gram[:, :n, slot] = row
         if n == 1:
             return fy
-        alpha = self._weights(n)
-        mixed = torch.bmm(alpha.unsqueeze(1), self.F[:, :n])
+        alpha = self._weights(n, newest=(self.k - 1) % self.m).unsqueeze(1)  # [B, 1, n]
+        mixed = torch.bmm(alpha, self.F[:, :n])
         if self.beta != 1.0:
-            mixed = mixed - (1.0 - self.beta) * torch.bmm(alpha.unsqueeze(1), self.G[:, :n])
+            mixed = mixed.sub_(torch.bmm(alpha, self.G[:, :n]), alpha=1.0 - self.beta)
         return mixed.view_as(y)
 
-    def _weights(self, n: int) -> Tensor:
-        """Mixing weights alpha [B, n]; the plain step (newest slot = 1) where H fails."""
+    def _weights(self, n: int, newest: int) -> Tensor:
+        """alpha = H^-1 1 / (1^T H^-1 1), [B, n]; the plain step (alpha = e_newest) for a
+        sample whose regularised system is singular or gives a non-finite alpha."""
         H = self.gram[:, :n, :n]
-        scale = H.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
-        eye = torch.eye(n, dtype=H.dtype, device=H.device)
-        H = H + (self.lam * scale)[:, None, None] * eye
-        ones = torch.ones(H.shape[0], n, 1, dtype=H.dtype, device=H.device)
-        a, info = torch.linalg.solve_ex(H, ones)
-        a = a.squeeze(-1)
-        alpha = a / a.sum(dim=1, keepdim=True)
+        scale = H.diagonal(dim1=1, dim2=2).amax(dim=1)
+        H = H + (self.lam * scale)[:, None, None] * self.eye[:n, :n]
+        a, info = torch.linalg.solve_ex(H, self.ones[:, :n])
+        alpha = a.squeeze(-1)
+        alpha = alpha / alpha.sum(dim=1, keepdim=True)
         ok = (info == 0) & torch.isfinite(alpha).all(dim=1)
-        plain = torch.zeros_like(alpha)
-        plain[:, (self.k - 1) % self.m] = 1.0
-        alpha = torch.where(ok[:, None], alpha, plain)
-        return alpha.to(self.F.dtype)
+        return torch.where(ok[:, None], alpha, self.eye[newest, :n]).to(self.F.dtype)
 
 
 class BroydenStep:
@@ -181,6 +191,8 @@ class BroydenStep:
         self.V = y0.new_zeros(b, self.m, d)
         self.k = 0
         self.prev: tuple[Tensor, Tensor] | None = None
+
+    residual = PicardStep.residual
 
     def _apply(self, x: Tensor) -> Tensor:
         """B x = -x + U^T (V x) for x [B, d]."""
@@ -239,25 +251,31 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     best = last = y = y0
     last_r = best_r
     step = STEPS[cfg.method](y0, cfg)
+    no_autocast = torch.autocast(y0.device.type, enabled=False)
     iters = 0
     while iters < cfg.max_iter:
         fy = f(y)
         if iters == 0:
             _check_image(fy, y)
         fy = fy.to(y.dtype)
-        g = fy - y
-        r, bad = _residual(g, y, cfg, first=iters == 0)
+        with no_autocast:  # f runs under the caller's autocast; the solver's arithmetic never
+            g, gn = step.residual(y, fy)
+        r, bad = _relative(gn, y, cfg, first=iters == 0)
         trace[iters] = r.max()
         iters += 1
         diverged |= bad
         improved = (r < best_r) & ~bad
         best_r = torch.where(improved, r, best_r)
-        best = torch.where(_expand(improved, fy), fy, best)
         last, last_r = fy, r
-        if iters % cfg.check_every == 0 and _should_stop(best_r, last_r, diverged, iters, cfg):
+        stop, all_improved = False, False
+        if iters % cfg.check_every == 0:
+            stop, all_improved = _check(best_r, last_r, diverged, improved, iters, cfg)
+        best = fy if all_improved else torch.where(_expand(improved, fy), fy, best)
+        if stop:
             break
         if iters < cfg.max_iter:
-            y = step(y, fy, g)
+            with no_autocast:
+                y = step(y, fy, g)
     if cfg.return_last:
         best = torch.where(_expand(diverged, last), best, last)
         best_r = torch.where(diverged, best_r, last_r)
@@ -271,31 +289,47 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     return best, stats
 
 
-def _residual(g: Tensor, y: Tensor, cfg: SolverConfig, first: bool) -> tuple[Tensor, Tensor]:
-    """Per-sample r = |g| / |y| (float32 or wider) and the divergence flag.
+def _norm(x: Tensor) -> Tensor:
+    """Per-sample 2-norm over all but dim 0, in float32 or wider."""
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.linalg.vector_norm(x, dim=1)
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)
+
+
+def _relative(gn: Tensor, y: Tensor, cfg: SolverConfig, first: bool) -> tuple[Tensor, Tensor]:
+    """Per-sample r = |g| / |y| and the divergence flag.
 
     |y| = 0 (a zero start) gives r = inf without counting as divergence; a non-finite |g|
-    does, and so does r > ``cfg.diverge_above`` after the first step.
+    does, and so does r > ``cfg.diverge_above`` after the first step. At the first step a
+    non-finite |y| means a non-finite y0: that is bad input and raises (one host sync,
+    instead of a separate pass over y0).
     """
-    b = g.shape[0]
-    wide = torch.promote_types(g.dtype, torch.float32)
-    gn = torch.linalg.vector_norm(g.reshape(b, -1), dim=1, dtype=wide)
-    yn = torch.linalg.vector_norm(y.reshape(b, -1), dim=1, dtype=wide)
-    r = torch.where(gn == 0, 0.0, gn / yn)
+    yn = _norm(y).to(gn.dtype)
+    if first and not bool(torch.isfinite(yn).all()):
+        raise ValueError("solver: y0 contains NaN or Inf; check what produced the starting point")
+    r = gn / yn.clamp_min(torch.finfo(gn.dtype).tiny)
     bad = ~torch.isfinite(gn)
     if not first:
         bad |= r > cfg.diverge_above
     return r, bad
 
 
-def _should_stop(
-    best_r: Tensor, last_r: Tensor, diverged: Tensor, iters: int, cfg: SolverConfig
-) -> bool:
-    """The stopping rule; the only place the solver synchronises with the host."""
+def _check(
+    best_r: Tensor,
+    last_r: Tensor,
+    diverged: Tensor,
+    improved: Tensor,
+    iters: int,
+    cfg: SolverConfig,
+) -> tuple[bool, bool]:
+    """The stopping rule, and whether every sample improved (then the newest image is the
+    best one and no masked copy is needed). The solver's only host synchronisation."""
     stop = diverged.any()
     if iters >= cfg.min_iter:
         stop |= ((last_r if cfg.return_last else best_r) < cfg.tol).all()
-    return bool(stop)
+    flags = torch.stack([stop, improved.all()]).tolist()
+    return bool(flags[0]), bool(flags[1])
 
 
 def _check_image(fy: Tensor, y: Tensor) -> None:
@@ -311,8 +345,6 @@ def _validate_start(y0: Tensor) -> None:
         raise ValueError(f"solver: y0 must be a floating-point tensor, got {y0.dtype}")
     if y0.dim() < 1 or y0.shape[0] == 0:
         raise ValueError(f"solver: y0 needs a non-empty batch dimension, got {tuple(y0.shape)}")
-    if not bool(torch.isfinite(y0).all()):
-        raise ValueError("solver: y0 contains NaN or Inf; check what produced the starting point")
 
 
 def _expand(mask: Tensor, like: Tensor) -> Tensor:

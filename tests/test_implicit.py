@@ -48,7 +48,7 @@ def test_exact_modes_match_unrolled_autograd(kw):
     weight = torch.randn(3, 16, dtype=torch.float64)
     ref = unrolled_grads(f, weight)
     ours = implicit_grads(f, weight, **kw)
-    for name, a, b in zip("W U b x".split(), ours[:4], ref[:4], strict=True):
+    for name, a, b in zip(["W", "U", "b", "x"], ours[:4], ref[:4], strict=True):
         assert rel_err(a, b) <= 1e-6, (name, rel_err(a, b))
     # the start y0 only enters through 0.9^300 ~ 2e-14 in the unroll; the exact value is 0
     assert ours[4].abs().max() == 0 and ref[4].abs().max() < 1e-10
@@ -113,8 +113,9 @@ def test_memory_is_constant_in_solver_depth():
             )
         assert mem[mode, 4] == mem[mode, 16] == mem[mode, 64] > 0, mode
     phantom_k = [
-        saved_bytes(lambda k=k: at.fixed_point(f, f.y0, TIGHT, backward="phantom",
-                                               backward_steps=k))
+        saved_bytes(
+            lambda k=k: at.fixed_point(f, f.y0, TIGHT, backward="phantom", backward_steps=k)
+        )
         for k in (1, 2, 4)
     ]
     assert phantom_k[0] < phantom_k[1] < phantom_k[2]
@@ -151,8 +152,7 @@ class ImplicitLayer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = at.SolverConfig(tol=1e-6, max_iter=50)
-        y, _ = at.fixed_point(lambda y: torch.tanh(self.lin(y) + x), x, cfg,
-                              backward=self.backward)
+        y, _ = at.fixed_point(lambda y: torch.tanh(self.lin(y) + x), x, cfg, backward=self.backward)
         return y
 
 
@@ -170,8 +170,7 @@ def test_inside_module_under_autocast(backward):
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     layer = ImplicitLayer(8, "adjoint").double()
     ddp = torch.nn.parallel.DistributedDataParallel(layer)

@@ -85,8 +85,9 @@ def test_anderson_ring_buffer_matches_textbook_anderson():
     with torch.no_grad():
         ref = naive_anderson(lambda x: f(x.unsqueeze(0)).squeeze(0), y0[0], m=3, steps=12)
         for k in range(1, 13):
-            cfg = at.SolverConfig("anderson", tol=0.0, max_iter=k, history=3, return_last=True,
-                                  regularization=0.0)
+            cfg = at.SolverConfig(
+                "anderson", tol=0.0, max_iter=k, history=3, return_last=True, regularization=0.0
+            )
             y, _ = at.solve(f, y0, cfg)
             assert torch.allclose(y[0], ref[k - 1], rtol=1e-9, atol=1e-11), k
 
@@ -116,8 +117,9 @@ def test_picard_damping_and_exact_step_count():
     f = TanhMap(d=8, batch=2, seed=5)
     y0 = f.y0.detach()
     with torch.no_grad():
-        y, stats = at.solve(f, y0, at.SolverConfig("picard", tol=0.0, max_iter=3, mixing=0.5,
-                                                   return_last=True))
+        y, stats = at.solve(
+            f, y0, at.SolverConfig("picard", tol=0.0, max_iter=3, mixing=0.5, return_last=True)
+        )
         x = y0
         for _ in range(2):
             x = 0.5 * x + 0.5 * f(x)
@@ -168,8 +170,9 @@ def test_any_float_dtype_and_trailing_shape(method, dtype):
 
 def test_divergence_is_reported_not_raised():
     c = torch.ones(2, 4, dtype=torch.float64)
-    y, stats = at.solve(lambda y: 3.0 * y + c, c, at.SolverConfig("picard", max_iter=50,
-                                                                  diverge_above=1.5))
+    y, stats = at.solve(
+        lambda y: 3.0 * y + c, c, at.SolverConfig("picard", max_iter=50, diverge_above=1.5)
+    )
     assert stats.diverged.all() and not stats.converged.any()
     assert stats.iters < 50 and torch.isfinite(y).all()
     # a non-finite image stops the solve too, and the best finite iterate comes back

@@ -1,0 +1,1 @@
+"""Models: the Attractor LM and reasoner, and the baselines they are measured against."""
