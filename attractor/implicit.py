@@ -148,11 +148,12 @@ def jacobian_penalty(f: Map, y: Tensor, samples: int = 1) -> Tensor:
     """Differentiable Hutchinson estimate of |J|_F^2 / d: mean over e ~ N(0, I) of |J^T e|^2 / d.
 
     J = df/dy at y, d = elements per sample; averaged over the batch (Bai et al. 2021,
-    "Stabilizing Equilibrium Models by Jacobian Regularization").
+    "Stabilizing Equilibrium Models by Jacobian Regularization"). y is detached first, as
+    in that paper: the penalty is differentiable with respect to what f closes over.
     """
     if samples < 1:
         raise ValueError(f"jacobian_penalty: samples must be at least 1, got {samples}")
-    y = y if y.requires_grad else y.detach().requires_grad_()
+    y = y.detach().requires_grad_()
     z = f(y)
     total = z.new_zeros(())
     for i in range(samples):

@@ -228,3 +228,11 @@ def test_bad_backward_is_a_clear_error():
         at.fixed_point(f, f.y0, backward="exact")
     with pytest.raises(ValueError, match="backward_steps"):
         at.fixed_point(f, f.y0, backward="phantom", backward_steps=0)
+
+
+def test_jacobian_penalty_at_a_solved_point_backpropagates_with_the_loss():
+    f = TanhMap(d=8, batch=2, norm=0.8, seed=9)
+    y, _ = at.fixed_point(f, f.y0, TIGHT, backward="adjoint")
+    pen = at.jacobian_penalty(f, y, samples=2)
+    (y.sum() + pen).backward()  # the penalty must not re-enter the adjoint hook on y
+    assert torch.isfinite(f.W.grad).all() and f.W.grad.abs().sum() > 0
