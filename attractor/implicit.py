@@ -156,9 +156,9 @@ def jacobian_penalty(f: Map, y: Tensor, samples: int = 1) -> Tensor:
     y = y.detach().requires_grad_()
     z = f(y)
     total = z.new_zeros(())
-    for i in range(samples):
+    for _ in range(samples):
         e = torch.randn_like(z)
-        (jte,) = torch.autograd.grad(z, y, e, create_graph=True, retain_graph=i + 1 < samples)
+        (jte,) = torch.autograd.grad(z, y, e, create_graph=True)
         total = total + jte.pow(2).sum()
     return total / (samples * y.numel())
 
