@@ -118,6 +118,13 @@ class KVCache:
     def reset(self) -> None:
         self.k = self.v = None
 
+    def select(self, rows: Tensor) -> KVCache:
+        """A new cache holding the batch rows `rows` (a copy: appends do not reach self)."""
+        sub = KVCache()
+        if self.k is not None:
+            sub.k, sub.v = self.k[rows], self.v[rows]
+        return sub
+
 
 class Attention(nn.Module):
     """Multi-head attention with grouped KV heads, QK-norm and rotary positions.

@@ -37,6 +37,10 @@ class SolverConfig:
     diverge_above: a relative residual above this (after the first step) stops the solve.
     check_every: test the stopping rule (one host sync) every k iterations.
     return_last: return the last iterate instead of the lowest-residual one per sample.
+    freeze_converged: a sample stops updating once it is below tol (after min_iter), so its
+        result depends only on its own trajectory, not on how long the others take. f is
+        then called as f(y, active), active a [B] bool mask of the samples still
+        iterating; f may skip the others (their images are ignored).
     """
 
     method: str = "anderson"
@@ -49,6 +53,7 @@ class SolverConfig:
     diverge_above: float = 1e4
     check_every: int = 1
     return_last: bool = False
+    freeze_converged: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -74,7 +79,8 @@ class SolverStats:
 
     iters: f-evaluations performed. residual: per-sample relative residual of the returned
     iterate's pre-image, [B]. converged: residual < tol, [B]. diverged: the divergence guard
-    fired for the sample, [B]. trace: max relative residual over the batch, per iteration.
+    fired for the sample, [B]. trace: max relative residual over the batch (the active
+    samples), per iteration. sample_iters: iterations each sample was active, [B].
     """
 
     iters: int
@@ -82,6 +88,7 @@ class SolverStats:
     converged: Tensor
     diverged: Tensor
     trace: list[float] = field(default_factory=list)
+    sample_iters: Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- methods
@@ -143,7 +150,7 @@ class AndersonStep:
         G = self.G[:, :n]
         if not self.wide:
             G, g = G.float(), g.float()
-        if G.device.type == "cpu":  # a batched matrix-vector bmm is up to 20x slower on CPU
+        if G.device.type == "cpu" and G.shape[0] <= 64:  # a few long rows: bmm is slow here
             return torch.stack([torch.mv(G[i], g[i]) for i in range(G.shape[0])]).double()
         return torch.bmm(G, g.unsqueeze(-1)).squeeze(-1).double()
 
@@ -252,16 +259,23 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     last_r = best_r
     step = STEPS[cfg.method](y0, cfg)
     no_autocast = torch.autocast(y0.device.type, enabled=False)
+    active = torch.ones(b, dtype=torch.bool, device=y0.device) if cfg.freeze_converged else None
+    sample_iters = torch.zeros(b, dtype=torch.long, device=y0.device)
     iters = 0
     while iters < cfg.max_iter:
-        fy = f(y)
+        fy = f(y) if active is None else f(y, active)
         if iters == 0:
             _check_image(fy, y)
         fy = fy.to(y.dtype)
         with no_autocast:  # f runs under the caller's autocast; the solver's arithmetic never
             g, gn = step.residual(y, fy)
         r, bad = _relative(gn, y, cfg, first=iters == 0)
-        trace[iters] = r.max()
+        if active is None:
+            trace[iters] = r.max()
+        else:  # frozen samples' images are ignored
+            trace[iters] = torch.where(active, r, 0.0).max()
+            r, bad = torch.where(active, r, math.inf), bad & active
+            sample_iters += active
         iters += 1
         diverged |= bad
         improved = (r < best_r) & ~bad
@@ -276,15 +290,20 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
         if iters < cfg.max_iter:
             with no_autocast:
                 y = step(y, fy, g)
-    if cfg.return_last:
-        best = torch.where(_expand(diverged, last), best, last)
-        best_r = torch.where(diverged, best_r, last_r)
+            if active is not None:
+                active = active & ~((best_r < cfg.tol) & (iters >= cfg.min_iter))
+                y = torch.where(_expand(active, y), y, best)
+    if cfg.return_last:  # frozen samples keep the iterate they froze at
+        keep = diverged if active is None else diverged | ~active
+        best = torch.where(_expand(keep, last), best, last)
+        best_r = torch.where(keep, best_r, last_r)
     stats = SolverStats(
         iters=iters,
         residual=best_r,
         converged=best_r < cfg.tol,
         diverged=diverged,
         trace=trace[:iters].tolist(),
+        sample_iters=sample_iters if active is not None else torch.full_like(sample_iters, iters),
     )
     return best, stats
 

@@ -215,3 +215,25 @@ def test_runs_on_device(device):
     c = torch.randn(4, 16, device=device)
     y, stats = at.solve(lambda y: torch.tanh(y @ w.T + c), c, at.SolverConfig(tol=1e-5))
     assert y.device.type == device and stats.converged.all()
+
+
+def test_freeze_converged_makes_each_sample_independent_of_the_others():
+    # sample 0 contracts fast, sample 1 slowly; frozen, sample 0 ends exactly as if alone
+    rates = torch.tensor([0.2, 0.9], dtype=torch.float64)
+    masks = []
+
+    def f(y, active=None):
+        if active is not None:
+            masks.append(active.clone())
+        return rates[: y.shape[0], None] * torch.tanh(y) + 1.0
+
+    cfg = at.SolverConfig("anderson", tol=1e-9, max_iter=200, freeze_converged=True)
+    start = torch.zeros(2, 6, dtype=torch.float64)
+    y, stats = at.solve(f, start, cfg)
+    active_evals = [int(m[0]) for m in masks]
+    y_alone, alone = at.solve(f, start[:1], cfg)
+    assert torch.equal(y[0], y_alone[0])
+    assert int(stats.sample_iters[0]) == alone.iters == sum(active_evals)  # f was told
+    assert int(stats.sample_iters[1]) == stats.iters > alone.iters
+    y_free, _ = at.solve(f, start, at.SolverConfig("anderson", tol=1e-9, max_iter=200))
+    assert not torch.equal(y_free[0], y_alone[0])  # without freezing it keeps iterating

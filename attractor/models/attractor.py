@@ -1,19 +1,72 @@
-"""The Attractor model's weight-tied head and its fixed-point map (DESIGN.md section 2.1)."""
+"""Attractor language model (DESIGN.md section 2.1).
+
+A causal backbone B proposes the output embeddings y0 = B(s * E[x]); a weight-tied head
+of K gated blocks H defines the map f(y; y0) = y0 + D(y + y0), D(h) = H(h) - h; the
+solver finds y* = f(y*; y0) starting from y0, and logits = E . RMSNorm(y*).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
+import torch
 from torch import Tensor, nn
 
-from attractor.layers import GatedBlock, KVCache
+from attractor.implicit import BACKWARDS, fixed_point, spectral_radius
+from attractor.layers import Block, GatedBlock, KVCache, RMSNorm, init_weights
+from attractor.models.base import LanguageModel, ModelOutput, next_token_loss
+from attractor.solvers import SolverConfig, SolverStats, solve
+
+INJECTIONS = ("additive", "concat", "initial")
+STARTS = ("proposal", "zero", "noise")
+
+
+def _paper_solver() -> SolverConfig:
+    return SolverConfig("anderson", tol=3e-4, max_iter=64, min_iter=6, freeze_converged=True)
+
+
+@dataclass
+class AttractorConfig:
+    vocab_size: int = 32768
+    dim: int = 1024
+    n_heads: int = 8
+    n_kv_heads: int | None = None
+    mlp_ratio: int = 4
+    mlp: str = "relu2"
+    max_seq_len: int = 2048
+    n_backbone: int = 7  # N causal blocks proposing y0
+    n_head_layers: int = 1  # K gated blocks in the attractor head
+    gate_init: float = 0.75
+    gate_max: float = 1.0
+    train_solver: SolverConfig = field(default_factory=_paper_solver)
+    eval_solver: SolverConfig = field(default_factory=_paper_solver)
+    backward: str = "onestep"  # onestep | neumann | adjoint | phantom
+    backward_steps: int = 2  # phantom k
+    backward_damping: float = 1.0  # phantom a
+    neumann_clip: float = 1.0
+    injection: str = "additive"  # additive | concat | initial (ablations, paper Table 4)
+    start: str = "proposal"  # proposal | zero | noise (paper Table 6)
+    tied_head: bool = True  # decode with E (tied) or a separate linear head
+    embed_scale: float = 1.0  # s in x~ = s * E[x]
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("injection", self.injection, INJECTIONS),
+            ("start", self.start, STARTS),
+            ("backward", self.backward, BACKWARDS),
+        ):
+            if value not in choices:
+                raise ValueError(f"attractor: unknown {name} {value!r}; choose {choices}")
 
 
 class AttractorHead(nn.Module):
-    """The attractor map with additive persistent injection:
-
-        f(y; y0) = y0 + D(y + y0),   D(h) = H(h) - h,
-
-    where H is a stack of K gated pre-norm blocks, the same K blocks at every iteration,
-    and D is the sum of their gated residual branches.
+    """The attractor map f(y; y0) over a stack H of K gated blocks (the same at every
+    iteration). Injection (paper Table 4):
+        additive  f(y) = y0 + D(y + y0),  D(h) = H(h) - h   (default)
+        concat    f(y) = H(W [y; y0])
+        initial   f(y) = H(y)            (y0 is only the solver's start)
     """
 
     def __init__(
@@ -25,15 +78,21 @@ class AttractorHead(nn.Module):
         causal: bool = True,
         mlp: str = "relu2",
         gate_init: float = 0.75,
-        gate_max: float = 0.75,
+        gate_max: float = 1.0,
         max_seq_len: int = 2048,
+        injection: str = "additive",
+        n_kv_heads: int | None = None,
     ):
         super().__init__()
+        if injection not in INJECTIONS:
+            raise ValueError(f"AttractorHead: unknown injection {injection!r}; choose {INJECTIONS}")
+        self.injection = injection
         self.blocks = nn.ModuleList(
             GatedBlock(
                 dim,
                 n_heads,
                 mlp_hidden,
+                n_kv_heads,
                 causal=causal,
                 mlp=mlp,
                 gate_init=gate_init,
@@ -42,11 +101,220 @@ class AttractorHead(nn.Module):
             )
             for _ in range(depth)
         )
+        self.mix = nn.Linear(2 * dim, dim, bias=False) if injection == "concat" else None
+
+    def stack(self, h: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """H(h): the K gated blocks, (B, T, C) -> (B, T, C)."""
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if caches is None else caches[i])
+        return h
 
     def forward(self, y: Tensor, y0: Tensor, caches: list[KVCache] | None = None) -> Tensor:
         """f(y; y0) for y, y0 of shape (B, T, C)."""
-        h = y + y0
-        out = h
-        for i, block in enumerate(self.blocks):
-            out = block(out, None if caches is None else caches[i])
-        return y0 + (out - h)
+        if self.injection == "additive":
+            h = y + y0
+            return y0 + (self.stack(h, caches) - h)
+        if self.injection == "concat":
+            return self.stack(self.mix(torch.cat((y, y0), dim=-1)), caches)
+        return self.stack(y, caches)
+
+    def gates(self) -> list[tuple[Tensor, Tensor]]:
+        return [block.gates() for block in self.blocks]
+
+
+class PositionMap:
+    """f(y; y0) with every position a sample of its own, for the solver.
+
+    The solver sees y flattened to (B*T, C): each position gets its own residual, its own
+    Anderson weights and (with ``freeze_converged``) its own stopping time. Positions are
+    coupled only through causal attention, so a position's solution depends on no later
+    token, exactly, not just up to the tolerance. Called with an ``active`` mask, the head
+    runs only on the sequences that still have an active position, so a batch costs about
+    the mean depth of its sequences rather than the maximum.
+    """
+
+    def __init__(self, head: AttractorHead, y0: Tensor, caches: list[KVCache] | None = None):
+        self.head, self.y0, self.caches = head, y0, caches
+        self.prefix = caches[0].length if caches else 0
+        self.shape = y0.shape
+        self._rows: tuple[Tensor, list[KVCache] | None] | None = None
+
+    def flat(self, y: Tensor) -> Tensor:
+        return y.reshape(-1, self.shape[-1])
+
+    def __call__(self, y_flat: Tensor, active: Tensor | None = None) -> Tensor:
+        B, T, C = self.shape
+        y = y_flat.view(B, T, C)
+        rows = None if active is None else active.view(B, T).any(dim=1)
+        if rows is None or bool(rows.all()):
+            return self.flat(self._apply(y, self.y0, self.caches))
+        idx, caches = self._subset(rows)
+        out = y.clone()  # finished sequences keep their state; the solver ignores them
+        out[idx] = self._apply(y[idx], self.y0[idx], caches)
+        return self.flat(out)
+
+    def _apply(self, y: Tensor, y0: Tensor, caches: list[KVCache] | None) -> Tensor:
+        for c in caches or []:
+            c.crop(self.prefix)  # forget the keys and values of the previous iterate
+        return self.head(y, y0, caches)
+
+    def _subset(self, rows: Tensor) -> tuple[Tensor, list[KVCache] | None]:
+        """Indices of the active sequences and their caches, rebuilt only when they change."""
+        idx = rows.nonzero().squeeze(1)
+        if self._rows is None or not torch.equal(self._rows[0], idx):
+            caches = None if self.caches is None else [c.select(idx) for c in self.caches]
+            self._rows = (idx, caches)
+        return self._rows
+
+
+@dataclass
+class AttractorCache:
+    """Generation state: KV caches of the backbone and of the head at the solved states."""
+
+    backbone: list[KVCache]
+    head: list[KVCache]
+
+
+class AttractorLM(LanguageModel):
+    kind = "attractor"
+
+    def __init__(self, config: AttractorConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.backbone = nn.ModuleList(
+            Block(
+                c.dim,
+                c.n_heads,
+                c.mlp_ratio * c.dim,
+                c.n_kv_heads,
+                mlp=c.mlp,
+                max_seq_len=c.max_seq_len,
+            )
+            for _ in range(c.n_backbone)
+        )
+        self.head = AttractorHead(
+            c.dim,
+            c.n_heads,
+            c.mlp_ratio * c.dim,
+            depth=c.n_head_layers,
+            mlp=c.mlp,
+            gate_init=c.gate_init,
+            gate_max=c.gate_max,
+            max_seq_len=c.max_seq_len,
+            injection=c.injection,
+            n_kv_heads=c.n_kv_heads,
+        )
+        self.norm = RMSNorm(c.dim)
+        self.lm_head = None if c.tied_head else nn.Linear(c.dim, c.vocab_size, bias=False)
+        n_layers = c.n_backbone + c.n_head_layers
+        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * n_layers))
+
+    # ------------------------------------------------------------------ pieces
+    def proposal(self, ids: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """y0 = B(s * E[ids]): the backbone's residual stream, (B, T, C)."""
+        x = self.config.embed_scale * self.embed(ids)  # (B, T, C)
+        for i, block in enumerate(self.backbone):
+            x = block(x, None if caches is None else caches[i])
+        return x
+
+    def start_point(self, y0: Tensor) -> Tensor:
+        """Where the solver starts (paper Table 6): y0, zeros, or noise at y0's scale."""
+        if self.config.start == "proposal":
+            return y0
+        if self.config.start == "zero":
+            return torch.zeros_like(y0)
+        scale = y0.detach().pow(2).mean(dim=-1, keepdim=True).sqrt()
+        return torch.randn_like(y0) * scale
+
+    def decode(self, y: Tensor) -> Tensor:
+        """logits = E . RMSNorm(y) (tied) or W_out RMSNorm(y): (B, T, V)."""
+        h = self.norm(y)
+        return h @ self.embed.weight.T if self.lm_head is None else self.lm_head(h)
+
+    def solver_config(self, steps: int | None = None) -> SolverConfig:
+        """The training or evaluation solver; with `steps`, exactly that many iterations."""
+        base = self.config.train_solver if self.training else self.config.eval_solver
+        if steps is None:
+            return base
+        return SolverConfig(
+            method=base.method,
+            tol=0.0,
+            max_iter=steps,
+            min_iter=steps,
+            history=base.history,
+            mixing=base.mixing,
+            return_last=True,
+        )
+
+    # ------------------------------------------------------------------ whole sequences
+    def equilibrium(
+        self, y0: Tensor, steps: int | None = None
+    ) -> tuple[Tensor, SolverStats | None]:
+        """y* = f(y*; y0) per position, with the configured gradient; steps=0 returns y0.
+
+        The solver's stats are per position: residual, converged and sample_iters are
+        (B*T,) tensors in row-major (batch, position) order.
+        """
+        if steps == 0:
+            return y0, None
+        c = self.config
+        f = PositionMap(self.head, y0)
+        y, stats = fixed_point(
+            f,
+            f.flat(self.start_point(y0)),
+            self.solver_config(steps),
+            backward=c.backward,
+            backward_steps=c.backward_steps,
+            damping=c.backward_damping,
+            neumann_clip=c.neumann_clip,
+        )
+        return y.view_as(y0), stats
+
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, steps: int | None = None
+    ) -> ModelOutput:
+        """Logits of y* (or of y0 when steps=0); loss when labels are given."""
+        y, stats = self.equilibrium(self.proposal(input_ids), steps)
+        logits = self.decode(y)
+        loss = None if labels is None else next_token_loss(logits, labels)
+        return ModelOutput(logits=logits, loss=loss, solver=stats)
+
+    @torch.no_grad()
+    def monitor(self, input_ids: Tensor, spectral: bool = False) -> dict[str, object]:
+        """Solver iterations and residual, |y* - y0| / |y0|, gate means, and on request the
+        spectral radius of df/dy at y*."""
+        y0 = self.proposal(input_ids)
+        y, stats = self.equilibrium(y0)
+        report: dict[str, object] = {
+            "iters": stats.iters,
+            "residual": float(stats.residual.max()),
+            "converged": float(stats.converged.float().mean()),
+            "shift": float((y - y0).norm() / y0.norm()),
+            "gates": [(float(a.mean()), float(m.mean())) for a, m in self.head.gates()],
+        }
+        if spectral:
+            report["spectral_radius"] = spectral_radius(lambda v: self.head(v, y0), y)
+        return report
+
+    # ------------------------------------------------------------------ generation
+    def new_cache(self) -> AttractorCache:
+        return AttractorCache(
+            backbone=[KVCache() for _ in self.backbone],
+            head=[KVCache() for _ in self.head.blocks],
+        )
+
+    def extend(self, new_ids: Tensor, cache: AttractorCache) -> Tensor:
+        """Logits of new tokens, solving only their positions against cached equilibria.
+
+        The head is causal, so earlier positions' fixed points (and their keys and values
+        in every head block) do not change when a token is appended. Each f-evaluation
+        crops the head caches back to the solved prefix and appends the new positions'
+        keys and values; one last evaluation at y* leaves the caches holding the keys and
+        values of the solved state.
+        """
+        y0 = self.proposal(new_ids, cache.backbone)  # (B, T_new, C)
+        f = PositionMap(self.head, y0, cache.head)
+        y, _ = solve(f, f.flat(self.start_point(y0)), self.config.eval_solver)
+        f(y)
+        return self.decode(y.view_as(y0))
