@@ -3,14 +3,83 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Any
 
-from attractor import demo
+import torch
+
+from attractor import demo, presets
+from attractor.solvers import SolverConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
     demo.main()
     return 0
+
+
+def _count(n: int) -> str:
+    """143_100_000 -> "143.1M", 1_330_000_000 -> "1.33B"."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}K"
+
+
+_LAYER_FIELDS = ("n_layers", "n_backbone", "n_head_layers", "n_prelude", "n_recurrent", "n_coda")
+
+
+def _describe(kind: str, config: Any) -> str:
+    """A short layout from whichever common shape fields the config has:
+    "gpt 6x768 h6 ffn3072", "attractor 7+1x1024 h8 ffn4096 anderson T6-64 tol0.0003"."""
+    fields = [f.name for f in dataclasses.fields(config)]
+    dim, heads = getattr(config, "dim", None), getattr(config, "n_heads", None)
+    layers = "+".join(str(getattr(config, f)) for f in _LAYER_FIELDS if f in fields)
+    parts = [kind]
+    if layers or dim:
+        parts.append(f"{layers}x{dim}" if layers and dim else layers or f"d{dim}")
+    if heads:
+        parts.append(f"h{heads}")
+    ratio = getattr(config, "mlp_ratio", None)
+    if dim and ratio:
+        mlp = getattr(config, "mlp", "relu2")
+        parts.append(f"ffn{int(ratio * dim)}" + ("" if mlp == "relu2" else f" {mlp}"))
+    solvers = [getattr(config, f) for f in fields if isinstance(getattr(config, f), SolverConfig)]
+    if solvers:
+        s = getattr(config, "eval_solver", solvers[0])
+        parts.append(f"{s.method} T{s.min_iter}-{s.max_iter} tol{s.tol:g}")
+    return " ".join(parts)
+
+
+def _preset_row(name: str) -> list[str]:
+    """name, parameters, non-embedding parameters, layout; built on the meta device (no
+    memory, no initialisation cost)."""
+    config = presets.preset_config(name)
+    kind = presets.PRESETS[name][0]
+    with torch.device("meta"):
+        model = presets.model_from_config(config)
+    return [
+        name,
+        _count(model.num_params()),
+        _count(model.num_params(non_embedding=True)),
+        _describe(kind, config),
+    ]
+
+
+def _presets(args: argparse.Namespace) -> int:
+    rows, failed = [["preset", "params", "non-embed", "layout"]], 0
+    for name in presets.list_presets():
+        try:
+            rows.append(_preset_row(name))
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            rows.append([name, "?", "?", f"cannot build: {e}"])
+            failed += 1
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2])]
+        print("  ".join([*cells, row[3]]))
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("demo", help="solve a transformer-block fixed point: Picard vs Anderson")
     p.set_defaults(run=_demo)
+    p = sub.add_parser("presets", help="list the model presets: parameter counts and layout")
+    p.set_defaults(run=_presets)
     return parser
 
 

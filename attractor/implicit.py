@@ -3,14 +3,16 @@
 At y* = f(y*), with v = dL/dy* and J = df/dy at y*, the implicit function theorem gives
     dL/dtheta = u^T df/dtheta,   u = (I - J^T)^-1 v
 for every tensor theta that f closes over (DEQ, Bai et al. 2019). The forward solve runs
-without autograd; one application z = f(y*) is then recorded with autograd, so gradients
-reach parameters through the ordinary graph (and through DDP's hooks). A hook on z swaps
-the incoming v for an approximation of u:
+without autograd; then one application z = f(y_k) is recorded with autograd at the solver's
+pre-image y_k (the iterate whose image is the returned y*, so z equals y* exactly and the
+value does not depend on whether gradients are on). Gradients reach parameters through the
+ordinary graph (and through DDP's hooks). A hook on z swaps the incoming v for an
+approximation of u:
 
 - ``onestep``  u ~ v                         (Jacobian-free backprop, Fung et al. 2022)
 - ``neumann``  u ~ v + clip(J^T v)           (two Neumann terms, J^T v clipped per sample)
 - ``adjoint``  u = J^T u + v solved by Anderson or Picard (exact up to its tolerance)
-- ``phantom``  k damped steps y <- (1-a) y + a f(y) from y*, backpropagated by autograd
+- ``phantom``  k damped steps y <- (1-a) y + a f(y) from y_k, backpropagated by autograd
                (phantom gradients, Geng et al. 2021)
 
 Memory holds one application of f (k for phantom), whatever the number of solver steps.
@@ -23,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from attractor.solvers import Map, SolverConfig, SolverStats, solve
+from attractor.solvers import Map, SolverConfig, SolverStats, solve, solve_with_preimage
 
 BACKWARDS = ("onestep", "neumann", "adjoint", "phantom")
 
@@ -54,14 +56,14 @@ def fixed_point(
         raise ValueError(
             "fixed_point: need backward_steps >= 1, 0 < damping <= 1 and neumann_clip >= 0"
         )
-    y_star, stats = solve(f, y0, cfg)
+    y_star, y_pre, stats = solve_with_preimage(f, y0, cfg)
     if not torch.is_grad_enabled():
         return y_star, stats
-    y_star = y_star.detach()
+    y_pre = y_pre.detach()  # y* = f(y_pre): recording f(y_pre) reproduces y* exactly
     if backward == "phantom":
-        z = _phantom(f, y_star, backward_steps, damping)
+        z = _phantom(f, y_pre, backward_steps, damping)
     else:
-        y_leaf = y_star.requires_grad_(backward != "onestep")
+        y_leaf = y_pre.requires_grad_(backward != "onestep")
         z = f(y_leaf).to(y0.dtype)
         if z.requires_grad and backward == "neumann":
             z.register_hook(_GradientHook(_NeumannHook(z, y_leaf, neumann_clip)))
@@ -73,7 +75,8 @@ def fixed_point(
 
 
 def _phantom(f: Map, y: Tensor, steps: int, a: float) -> Tensor:
-    """k damped steps y <- (1 - a) y + a f(y) from y*, recorded by autograd."""
+    """k damped steps y <- (1 - a) y + a f(y) from the solver's last pre-image (so k = 1,
+    undamped, is onestep), recorded by autograd."""
     for _ in range(steps):
         fy = f(y).to(y.dtype)
         y = fy if a == 1.0 else torch.lerp(y, fy, a)

@@ -235,7 +235,6 @@ STEPS = {"anderson": AndersonStep, "picard": PicardStep, "broyden": BroydenStep}
 
 
 # ----------------------------------------------------------------------------- driver
-@torch.no_grad()
 def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, SolverStats]:
     """Find y* = f(y*) for a batch (dim 0) of any trailing shape, without autograd.
 
@@ -248,6 +247,16 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     then returns the best iterate so far and marks the sample in ``stats.diverged``; it
     never raises for divergence.
     """
+    image, _, stats = solve_with_preimage(f, y0, cfg)
+    return image, stats
+
+
+@torch.no_grad()
+def solve_with_preimage(
+    f: Map, y0: Tensor, cfg: SolverConfig | None = None
+) -> tuple[Tensor, Tensor, SolverStats]:
+    """`solve`, also returning the pre-image: the iterate y_k whose image f(y_k) is the
+    result, so that a caller can record f(y_k) with autograd and get the same value."""
     cfg = cfg or SolverConfig()
     _validate_start(y0)
     b = y0.shape[0]
@@ -255,7 +264,7 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     best_r = torch.full((b,), math.inf, dtype=wide, device=y0.device)
     diverged = torch.zeros(b, dtype=torch.bool, device=y0.device)
     trace = torch.empty(cfg.max_iter, dtype=wide, device=y0.device)
-    best = last = y = y0
+    best = last = best_pre = last_pre = y = y0
     last_r = best_r
     step = STEPS[cfg.method](y0, cfg)
     no_autocast = torch.autocast(y0.device.type, enabled=False)
@@ -280,11 +289,15 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
         diverged |= bad
         improved = (r < best_r) & ~bad
         best_r = torch.where(improved, r, best_r)
-        last, last_r = fy, r
+        last, last_r, last_pre = fy, r, y
         stop, all_improved = False, False
         if iters % cfg.check_every == 0:
             stop, all_improved = _check(best_r, last_r, diverged, improved, iters, cfg)
-        best = fy if all_improved else torch.where(_expand(improved, fy), fy, best)
+        if all_improved:
+            best, best_pre = fy, y
+        else:
+            best = torch.where(_expand(improved, fy), fy, best)
+            best_pre = torch.where(_expand(improved, y), y, best_pre)
         if stop:
             break
         if iters < cfg.max_iter:
@@ -296,6 +309,7 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
     if cfg.return_last:  # frozen samples keep the iterate they froze at
         keep = diverged if active is None else diverged | ~active
         best = torch.where(_expand(keep, last), best, last)
+        best_pre = torch.where(_expand(keep, last), best_pre, last_pre)
         best_r = torch.where(keep, best_r, last_r)
     stats = SolverStats(
         iters=iters,
@@ -305,7 +319,7 @@ def solve(f: Map, y0: Tensor, cfg: SolverConfig | None = None) -> tuple[Tensor, 
         trace=trace[:iters].tolist(),
         sample_iters=sample_iters if active is not None else torch.full_like(sample_iters, iters),
     )
-    return best, stats
+    return best, best_pre, stats
 
 
 def _norm(x: Tensor) -> Tensor:

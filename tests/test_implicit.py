@@ -236,3 +236,17 @@ def test_jacobian_penalty_at_a_solved_point_backpropagates_with_the_loss():
     pen = at.jacobian_penalty(f, y, samples=2)
     (y.sum() + pen).backward()  # the penalty must not re-enter the adjoint hook on y
     assert torch.isfinite(f.W.grad).all() and f.W.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backward", ["onestep", "neumann", "adjoint"])
+def test_value_is_the_same_with_and_without_gradients(backward):
+    f = TanhMap(d=8, batch=2, norm=0.9, seed=10)
+    cfg = at.SolverConfig("picard", tol=0.0, max_iter=5)
+    with torch.no_grad():
+        y_plain, _ = at.fixed_point(f, f.y0, cfg, backward=backward)
+    y_grad, _ = at.fixed_point(f, f.y0, cfg, backward=backward)
+    assert y_grad.requires_grad and torch.equal(y_grad.detach(), y_plain)
+    x = f.y0.detach()
+    for _ in range(5):
+        x = f(x).detach()
+    assert torch.allclose(y_plain, x, rtol=0, atol=1e-15)  # exactly 5 Picard steps

@@ -7,6 +7,7 @@ solver finds y* = f(y*; y0) starting from y0, and logits = E . RMSNorm(y*).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -237,15 +238,9 @@ class AttractorLM(LanguageModel):
         base = self.config.train_solver if self.training else self.config.eval_solver
         if steps is None:
             return base
-        return SolverConfig(
-            method=base.method,
-            tol=0.0,
-            max_iter=steps,
-            min_iter=steps,
-            history=base.history,
-            mixing=base.mixing,
-            return_last=True,
-        )
+        if steps < 0:
+            raise ValueError(f"attractor: steps must be >= 0, got {steps}")
+        return dataclasses.replace(base, tol=0.0, min_iter=steps, max_iter=steps, return_last=True)
 
     # ------------------------------------------------------------------ whole sequences
     def equilibrium(
