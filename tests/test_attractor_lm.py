@@ -74,10 +74,23 @@ def test_changing_a_future_token_changes_no_earlier_logit(injection):
     x2[:, 10] = (x2[:, 10] + 1) % 97
     with torch.no_grad():
         a, b = model(x).logits, model(x2).logits
-        cached = model.generate(x2[:, :10], 1)  # the cached head sees only the prefix
     assert torch.allclose(a[:, :10], b[:, :10], atol=1e-5)
     assert not torch.allclose(a[:, 10:], b[:, 10:], atol=1e-3)
-    assert torch.equal(cached[:, :10], x[:, :10])
+
+
+def test_appending_tokens_never_changes_the_cached_equilibria():
+    model = tiny().eval()
+    x = ids(t=12)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model.extend(x[:, :8], cache)
+        before = [(c.k.clone(), c.v.clone()) for c in cache.head + cache.backbone]
+        for t in range(8, 12):
+            model.extend(x[:, t : t + 1], cache)
+    after = [(c.k, c.v) for c in cache.head + cache.backbone]
+    for (k0, v0), (k1, v1) in zip(before, after, strict=True):
+        assert k1.shape[2] == 12
+        assert torch.equal(k1[:, :, :8], k0) and torch.equal(v1[:, :, :8], v0)
 
 
 def test_cached_generation_equals_full_recomputation():
