@@ -82,6 +82,28 @@ def _presets(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Train from a YAML config; one line on stderr for bad input, no traceback."""
+    from attractor.config import load_config
+    from attractor.train.distributed import teardown_distributed
+    from attractor.train.trainer import Trainer
+
+    try:
+        cfg = load_config(args.config, args.set)
+        trainer = Trainer(cfg)
+    except ValueError as err:
+        print(f"attractor train: {err}", file=sys.stderr)
+        return 2
+    try:
+        row = trainer.fit()
+    finally:
+        teardown_distributed()
+    if trainer.info.is_main:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+        print(f"done at step {trainer.step}: {summary}; checkpoint in {cfg.train.out_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attractor",
@@ -92,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_demo)
     p = sub.add_parser("presets", help="list the model presets: parameter counts and layout")
     p.set_defaults(run=_presets)
+    p = sub.add_parser("train", help="train a model from a YAML config (torchrun for many GPUs)")
+    p.add_argument("config", nargs="?", help="a YAML file from configs/ (defaults if omitted)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.steps=200 (repeatable)",
+    )
+    p.set_defaults(run=_train)
     return parser
 
 

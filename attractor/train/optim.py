@@ -1,0 +1,307 @@
+"""Optimizers of the LM recipe (DESIGN.md section 3): Muon for the 2-D hidden weights,
+AdamW for everything else.
+
+Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon optimizer,
+the rules that split a model's parameters into groups, and the combined optimizer that
+steps Muon and AdamW together.
+
+Groups (each a dict with "name", "params", "lr" and "base_lr" = the lr before any schedule):
+    muon   2-D weights of hidden nn.Linear layers (attention, MLP, looped injection B)
+    adamw  norms, gates, biases, every other 1-D/scalar parameter, the value-embedding gate
+           Linears and untied output projections (Linear with out_features == vocab_size
+           outside the transformer blocks); with name="adamw" also the muon group's weights
+    embed  every nn.Embedding weight, lr x embed_lr_scale
+    head   every parameter of the attractor head (AttractorHead), lr x head_lr_scale
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attractor.layers import Block
+from attractor.models.attractor import AttractorHead
+from attractor.models.gpt import ValueEmbedding
+
+OPTIMIZERS = ("adamw", "muon")
+
+# Quintic Newton-Schulz coefficients (Jordan et al. 2024): a large slope at 0 pulls small
+# singular values up fast; the iteration then oscillates in a band around 1 instead of
+# converging to exactly 1, which is all Muon needs.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "muon"  # muon: Muon for 2-D hidden weights + AdamW for the rest | adamw
+    lr: float = 8e-3  # AdamW
+    muon_lr: float = 8e-3
+    betas: tuple[float, float] = (0.8, 0.95)  # AdamW
+    eps: float = 1e-8  # AdamW
+    weight_decay: float = 0.0  # decoupled, every group
+    momentum: float = 0.95  # Muon
+    nesterov: bool = True  # Muon
+    ns_steps: int = 5  # Muon's Newton-Schulz iterations
+    head_lr_scale: float = 0.5  # the attractor head's AdamW lr = lr x this
+    embed_lr_scale: float = 1.0  # embedding tables' AdamW lr = lr x this
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optim: unknown name {self.name!r}; choose one of {OPTIMIZERS}")
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim: betas must be two numbers in [0, 1), got {self.betas}")
+        for field_name in ("lr", "muon_lr", "weight_decay", "head_lr_scale", "embed_lr_scale"):
+            if getattr(self, field_name) < 0:
+                raise ValueError(
+                    f"optim: {field_name} must be >= 0, got {getattr(self, field_name)}"
+                )
+        if self.eps <= 0:
+            raise ValueError(f"optim: eps must be > 0, got {self.eps}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"optim: momentum must be in [0, 1), got {self.momentum}")
+        if self.ns_steps < 1:
+            raise ValueError(f"optim: ns_steps must be >= 1, got {self.ns_steps}")
+
+
+# -----------------------------------------------------------------------------
+# Muon
+
+
+def newton_schulz(G: Tensor, steps: int = 5) -> Tensor:
+    """Approximately orthogonalise G (m, n), or a batch (..., m, n): about U V^T of G = U S V^T.
+
+    With X_0 = G / ||G||_F (all singular values in (0, 1]), the quintic iteration
+
+        X <- a X + b (X X^T) X + c (X X^T)^2 X,   (a, b, c) = (3.4445, -4.7750, 2.0315),
+
+    maps each singular value s to a s + b s^3 + c s^5 and leaves the singular vectors alone;
+    after 5 steps the singular values lie in a band around 1 (about 0.7 .. 1.2) rather than
+    at 1 exactly. A tall matrix is transposed so that X X^T is the smaller Gram matrix. Runs in
+    bfloat16 on CUDA and float32 elsewhere; returns G's dtype.
+    (Jordan et al. 2024, "Muon: an optimizer for hidden layers in neural networks".)
+    """
+    if G.dim() < 2:
+        raise ValueError(f"newton_schulz: expected a matrix or a batch of them, got {G.dim()}-D")
+    a, b, c = NS_COEFFS
+    X = G.to(torch.bfloat16 if G.is_cuda else torch.float32)
+    tall = X.size(-2) > X.size(-1)
+    if tall:
+        X = X.mT  # (..., n, m): work on the wide side
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.mT  # (..., m, m)
+        X = a * X + (b * A + c * (A @ A)) @ X
+    if tall:
+        X = X.mT
+    return X.to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """MomentUm Orthogonalized by Newton-Schulz (Jordan et al. 2024), for 2-D weights only.
+
+        m <- mu m + g
+        u = NS(g + mu m) (nesterov) or NS(m),  scaled by max(1, rows / cols)^(1/2)
+        p <- p (1 - lr wd) - lr u
+
+    The embeddings, the output projection and the 1-D parameters belong to AdamW.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 8e-3,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        weight_decay: float = 0.0,
+    ):
+        if lr < 0 or weight_decay < 0 or not 0.0 <= momentum < 1.0 or ns_steps < 1:
+            raise ValueError(
+                "Muon: need lr >= 0, weight_decay >= 0, 0 <= momentum < 1 and ns_steps >= 1, "
+                f"got {lr}, {weight_decay}, {momentum}, {ns_steps}"
+            )
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+        )
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if p.dim() != 2:
+                raise ValueError(
+                    f"Muon: only 2-D weights, got a parameter of shape {tuple(p.shape)}; "
+                    "give embeddings, norms, gates and biases to AdamW"
+                )
+        super().add_param_group({**param_group, "params": params})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                m = state["momentum_buffer"]
+                m.mul_(mu).add_(g)
+                direction = g.add(m, alpha=mu) if group["nesterov"] else m
+                update = newton_schulz(direction, group["ns_steps"])
+                update = update * max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if wd:
+                    p.mul_(1.0 - lr * wd)
+                p.add_(update.to(p.dtype), alpha=-lr)
+        return loss
+
+
+# -----------------------------------------------------------------------------
+# Parameter groups
+
+
+def _params_under(model: nn.Module, kind: type | tuple[type, ...]) -> set[int]:
+    """ids of every parameter inside a submodule of type `kind`."""
+    return {id(p) for m in model.modules() if isinstance(m, kind) for p in m.parameters()}
+
+
+def _role(p: Tensor, owner: nn.Module, vocab_size: int | None, inside: dict[str, set[int]]) -> str:
+    """Which group a parameter belongs to: head, embed, adamw or muon (rules in the module
+    docstring)."""
+    if id(p) in inside["head"]:
+        return "head"
+    if isinstance(owner, nn.Embedding):
+        return "embed"
+    if p.dim() != 2 or not isinstance(owner, nn.Linear) or id(p) in inside["value_embed"]:
+        return "adamw"
+    if id(p) not in inside["block"] and owner.out_features == vocab_size:
+        return "adamw"  # an untied output projection
+    return "muon"
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """The model's trainable parameters split into the groups of the module docstring, each
+    parameter exactly once (tied weights count once); empty groups are left out."""
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    inside = {
+        "head": _params_under(model, AttractorHead),
+        "value_embed": _params_under(model, ValueEmbedding),
+        "block": _params_under(model, Block),
+    }
+    buckets: dict[str, list[Tensor]] = {"muon": [], "adamw": [], "embed": [], "head": []}
+    seen: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            role = _role(p, module, vocab_size, inside)
+            if role == "muon" and cfg.name == "adamw":
+                role = "adamw"
+            buckets[role].append(p)
+    lrs = {
+        "muon": cfg.muon_lr,
+        "adamw": cfg.lr,
+        "embed": cfg.lr * cfg.embed_lr_scale,
+        "head": cfg.lr * cfg.head_lr_scale,
+    }
+    return [
+        {"name": name, "params": params, "lr": lrs[name], "base_lr": lrs[name]}
+        for name, params in buckets.items()
+        if params
+    ]
+
+
+# -----------------------------------------------------------------------------
+# One optimizer for the whole model
+
+
+class CombinedOptimizer:
+    """AdamW and (for name="muon") Muon stepped together, seen as one optimizer.
+
+    `param_groups` lists every group of both (the same dicts, so setting "lr" on them
+    reaches the optimizers); `state_dict()` is {"adamw": ..., "muon": ...}.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]):
+        if not optimizers:
+            raise ValueError("CombinedOptimizer: no optimizer given (the model has no parameters?)")
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One step of every optimizer; `closure` (re-evaluating the loss) runs once."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in self.optimizers.values():
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def set_lr_factor(self, factor: float) -> None:
+        """lr = base_lr * factor in every group (a schedule's multiplier)."""
+        for group in self.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if set(state_dict) != set(self.optimizers):
+            raise ValueError(
+                f"CombinedOptimizer: state holds optimizers {sorted(state_dict)}, "
+                f"this one has {sorted(self.optimizers)}; was it saved with another optim.name?"
+            )
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
+    """AdamW over the adamw/embed/head groups and, for cfg.name == "muon", Muon over the
+    muon group (DESIGN.md section 3)."""
+    groups = param_groups(model, cfg)
+    adam_groups = [g for g in groups if g["name"] != "muon"]
+    muon_groups = [g for g in groups if g["name"] == "muon"]
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    if adam_groups:
+        optimizers["adamw"] = torch.optim.AdamW(
+            adam_groups,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            fused=False,
+        )
+    if muon_groups:
+        optimizers["muon"] = Muon(
+            muon_groups,
+            lr=cfg.muon_lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            ns_steps=cfg.ns_steps,
+            weight_decay=cfg.weight_decay,
+        )
+    return CombinedOptimizer(optimizers)
