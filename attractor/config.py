@@ -108,11 +108,23 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     for name, value in data.items():
         tp = hints[name]
         path = f"{where}.{name}" if where else name
-        kwargs[name] = from_dict(tp, value, path) if _is_dataclass_type(tp) else value
+        kwargs[name] = (
+            from_dict(tp, value, path) if _is_dataclass_type(tp) else _coerce(tp, value, path)
+        )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ValueError(f"config: {where or 'top level'}: {err}") from None
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Floats written as 1e-4 (YAML reads those as strings) and ints given for floats."""
+    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"config: {path} must be a number, got {value!r}") from None
+    return value
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

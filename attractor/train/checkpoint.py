@@ -45,6 +45,8 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
+    for stale in directory.glob(".checkpoint-*.tmp"):  # left by a process killed mid-save
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -277,6 +277,8 @@ class Trainer:
         bar = self._progress(end)
         tokens = self.task.tokens_per_batch() * t.grad_accum * self.info.world_size
         row: dict[str, Any] = {}
+        if t.eval_every and self.step == 0:  # the untrained baseline
+            self.log.write({"step": 0, **self.evaluate()})
         self.model.train()
         while self.step < end:
             start = time.perf_counter()
