@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: test demo lint bench-solver clean
+.PHONY: test demo lint smoke bench-solver clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -18,6 +18,12 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	.venv/bin/attractor demo
+
+# Train attractor-cpu on the pydoc topics (about 2 minutes) and check validation loss falls.
+smoke: $(STAMP)
+	rm -rf runs/lm-smoke
+	.venv/bin/attractor train configs/lm-smoke.yaml --set train.progress=false
+	$(PY) -c "import csv, sys; v = [float(r['val_loss']) for r in csv.DictReader(open('runs/lm-smoke/metrics.csv')) if r['val_loss']]; print('validation loss', v[0], '->', v[-1]); sys.exit(0 if v[-1] < v[0] else 1)"
 
 lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks

@@ -217,3 +217,15 @@ def test_cli_trains_and_lowers_validation_loss(tmp_path, capsys):
     assert rows[0]["step"] == "0" and float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
     assert "done at step 30" in capsys.readouterr().out
     assert (Path(tmp_path) / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_parses_and_names_a_buildable_model(path):
+    from attractor.train.trainer import build_run_model
+
+    cfg = load_config(path)
+    with torch.device("meta"):
+        model = build_run_model(cfg.model)
+    assert model.num_params() > 0
