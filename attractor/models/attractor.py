@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from attractor.implicit import BACKWARDS, fixed_point, spectral_radius
-from attractor.layers import Block, GatedBlock, KVCache, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, next_token_loss
+from attractor.layers import GatedBlock, KVCache, RMSNorm, init_weights
+from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
 from attractor.solvers import SolverConfig, SolverStats, solve
 
 INJECTIONS = ("additive", "concat", "initial")
@@ -183,17 +183,7 @@ class AttractorLM(LanguageModel):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        self.backbone = nn.ModuleList(
-            Block(
-                c.dim,
-                c.n_heads,
-                c.mlp_ratio * c.dim,
-                c.n_kv_heads,
-                mlp=c.mlp,
-                max_seq_len=c.max_seq_len,
-            )
-            for _ in range(c.n_backbone)
-        )
+        self.backbone = block_stack(c, c.n_backbone)
         self.head = AttractorHead(
             c.dim,
             c.n_heads,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attractor.layers import Block
 from attractor.solvers import SolverStats
 
 IGNORE_INDEX = -100
@@ -52,6 +53,17 @@ def sample_next(logits: Tensor, temperature: float = 0.0, top_k: int | None = No
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
+
+
+def block_stack(config: Any, n: int) -> nn.ModuleList:
+    """n causal pre-norm blocks shaped by a model config (dim, n_heads, mlp_ratio, mlp,
+    max_seq_len, and n_kv_heads when the config has it)."""
+    c = config
+    return nn.ModuleList(
+        Block(c.dim, c.n_heads, c.mlp_ratio * c.dim, getattr(c, "n_kv_heads", None), mlp=c.mlp,
+              max_seq_len=c.max_seq_len)
+        for _ in range(n)
+    )  # fmt: skip
 
 
 class LanguageModel(nn.Module):

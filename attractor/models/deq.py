@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from attractor.implicit import BACKWARDS, fixed_point
-from attractor.layers import Block, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, next_token_loss
+from attractor.layers import RMSNorm, init_weights
+from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
 from attractor.solvers import SolverConfig, SolverStats, solve
 
 
@@ -78,10 +78,7 @@ class DEQ(LanguageModel):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        self.blocks = nn.ModuleList(
-            Block(c.dim, c.n_heads, c.mlp_ratio * c.dim, mlp=c.mlp, max_seq_len=c.max_seq_len)
-            for _ in range(c.n_layers)
-        )
+        self.blocks = block_stack(c, c.n_layers)
         self.norm = RMSNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)  # untied from embed
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attractor.layers import Block, KVCache, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, next_token_loss
+from attractor.layers import KVCache, RMSNorm, init_weights
+from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
 
 
 @dataclass
@@ -61,17 +61,7 @@ class GPT(LanguageModel):
         kv_heads = c.n_kv_heads or c.n_heads
         kv_dim = kv_heads * (c.dim // c.n_heads)
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        self.blocks = nn.ModuleList(
-            Block(
-                c.dim,
-                c.n_heads,
-                c.mlp_ratio * c.dim,
-                c.n_kv_heads,
-                mlp=c.mlp,
-                max_seq_len=c.max_seq_len,
-            )
-            for _ in range(c.n_layers)
-        )
+        self.blocks = block_stack(c, c.n_layers)
         ve_layers = value_embed_layers(c.n_layers) if c.value_embeds else []
         self.value_embeds = nn.ModuleDict(
             {str(i): ValueEmbedding(c.vocab_size, kv_dim, kv_heads) for i in ve_layers}

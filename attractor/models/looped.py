@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attractor.layers import Block, KVCache, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, next_token_loss
+from attractor.layers import KVCache, RMSNorm, init_weights
+from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
 from attractor.models.gpt import ValueEmbedding, value_embed_layers
 
 
@@ -130,10 +130,10 @@ class LoopedLM(LanguageModel):
         kv_heads = c.n_kv_heads or c.n_heads
         kv_dim = kv_heads * (c.dim // c.n_heads)
         self.embed = nn.Embedding(c.vocab_size, c.dim)
-        self.prelude = nn.ModuleList(self._block() for _ in range(c.n_prelude))
+        self.prelude = block_stack(c, c.n_prelude)
         self.injection = DiagonalInjection(c.dim)
-        self.recurrent = nn.ModuleList(self._block() for _ in range(c.n_recurrent))
-        self.coda = nn.ModuleList(self._block() for _ in range(c.n_coda))
+        self.recurrent = block_stack(c, c.n_recurrent)
+        self.coda = block_stack(c, c.n_coda)
         ve_layers = value_embed_layers(c.n_layers) if c.value_embeds else []
         self.value_embeds = nn.ModuleDict(
             {str(i): ValueEmbedding(c.vocab_size, kv_dim, kv_heads) for i in ve_layers}
@@ -144,13 +144,6 @@ class LoopedLM(LanguageModel):
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * unrolled))
         self.injection.reset_parameters()  # init_weights drew B from N(0, std^2)
         self.depth_used: int | None = None  # T of the last forward, for monitoring
-
-    def _block(self) -> Block:
-        c = self.config
-        return Block(
-            c.dim, c.n_heads, c.mlp_ratio * c.dim, c.n_kv_heads, mlp=c.mlp,
-            max_seq_len=c.max_seq_len,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ depth
     def sample_depth(self) -> int:
