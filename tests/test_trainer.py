@@ -229,3 +229,16 @@ def test_every_shipped_config_parses_and_names_a_buildable_model(path):
     with torch.device("meta"):
         model = build_run_model(cfg.model)
     assert model.num_params() > 0
+
+
+def test_finished_run_exports_a_loadable_checkpoint_with_its_tokenizer(tmp_path):
+    from attractor.data.tokenizer import load_tokenizer
+    from attractor.pretrained import load_pretrained
+
+    trainer = Trainer(tiny_config(tmp_path, steps=2, ema_decay=0.5))
+    trainer.fit()
+    model = load_pretrained(tmp_path / "model")
+    with trainer.ema.applied(trainer.raw):
+        for name, value in trainer.raw.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), name  # the EMA weights
+    assert load_tokenizer(tmp_path / "model").decode([104, 105]) == "hi"

@@ -1,4 +1,4 @@
-"""Language-model windows over a token stream, and the always-present byte-level corpus.
+"""Language-model windows over a token stream, and the always-present pydoc corpus.
 
 The stream is the documents' tokens joined by a separator; it is cut into
 non-overlapping windows of seq_len + 1 tokens, and window i gives the pair
@@ -12,8 +12,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-BYTE_VOCAB = 257  # 256 byte values and the document separator
-SEPARATOR = 256
+from attractor.data.tokenizer import ByteTokenizer, Tokenizer
 
 
 def pydoc_documents() -> list[str]:
@@ -23,9 +22,15 @@ def pydoc_documents() -> list[str]:
     return [topics[key] for key in sorted(topics)]
 
 
-def encode_bytes(text: str) -> list[int]:
-    """UTF-8 bytes as tokens 0..255."""
-    return list(text.encode("utf-8"))
+def document_score(doc: str, seed: int = 0) -> float:
+    """A document's place in [0, 1) for the split: sha256 of f"{seed}\\0{doc}", first 8 bytes."""
+    digest = hashlib.sha256(f"{seed}\0{doc}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_validation(doc: str, val_fraction: float, seed: int = 0) -> bool:
+    """The split of one document, decidable while streaming: score below val_fraction."""
+    return document_score(doc, seed) < val_fraction
 
 
 def split_documents(
@@ -35,12 +40,7 @@ def split_documents(
     (seed, its text) falls below val_fraction; at least one document on each side."""
     if len(docs) < 2:
         raise ValueError(f"data: need at least 2 documents to split, got {len(docs)}")
-
-    def score(doc: str) -> float:
-        digest = hashlib.sha256(f"{seed}\0{doc}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    scores = [score(d) for d in docs]
+    scores = [document_score(d, seed) for d in docs]
     val = [d for d, s in zip(docs, scores, strict=True) if s < val_fraction]
     train = [d for d, s in zip(docs, scores, strict=True) if s >= val_fraction]
     if not val or not train:  # tiny corpora: move the lowest-scoring document over
@@ -49,12 +49,14 @@ def split_documents(
     return train, val
 
 
-def token_stream(docs: list[str]) -> Tensor:
-    """Byte tokens of the documents, each followed by the separator (int64, 1-D)."""
+def token_stream(docs: list[str], tokenizer: Tokenizer | None = None) -> Tensor:
+    """Tokens of the documents, each followed by the end-of-document token (int64, 1-D);
+    bytes when no tokenizer is given."""
+    tokenizer = tokenizer or ByteTokenizer()
     tokens: list[int] = []
     for doc in docs:
-        tokens.extend(encode_bytes(doc))
-        tokens.append(SEPARATOR)
+        tokens.extend(tokenizer.encode(doc))
+        tokens.append(tokenizer.eot_id)
     return torch.tensor(tokens, dtype=torch.long)
 
 

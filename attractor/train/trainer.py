@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from attractor.config import DataConfig, ModelSpec, RunConfig, to_dict
-from attractor.data.lm import BYTE_VOCAB, Windows, pydoc_documents, split_documents, token_stream
+from attractor.data.lm import Windows, pydoc_documents, split_documents, token_stream
 from attractor.data.sampler import ShardedSampler
+from attractor.data.tokenizer import ByteTokenizer
 from attractor.models.base import LanguageModel, ModelOutput
 from attractor.presets import PRESETS, preset_config
 from attractor.pretrained import config_from_dict
@@ -65,12 +66,14 @@ class LanguageModelingTask:
     def __init__(self, cfg: DataConfig, info: DistInfo, vocab_size: int):
         if cfg.source != "pydoc":
             raise ValueError(f"data.source: unknown {cfg.source!r}; available: pydoc")
-        if vocab_size < BYTE_VOCAB:
+        if vocab_size < ByteTokenizer.vocab_size:
             raise ValueError(
-                f"data: the byte-level corpus needs vocab_size >= {BYTE_VOCAB}, the model has "
+                f"data: the byte-level corpus needs vocab_size >= {ByteTokenizer.vocab_size}, "
+                f"the model has "
                 f"{vocab_size}; set model.overrides.vocab_size"
             )
         train_docs, val_docs = split_documents(pydoc_documents(), cfg.val_fraction, cfg.seed)
+        self.tokenizer = ByteTokenizer()
         self.train = Windows(token_stream(train_docs), cfg.seq_len)
         self.val = Windows(token_stream(val_docs), cfg.seq_len)
         self.cfg, self.info = cfg, info
@@ -305,7 +308,22 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.save()
+        if self.step >= t.steps:
+            self.export()
         return row
+
+    def export(self) -> Path:
+        """The finished model (EMA weights when kept) with its tokenizer, as a checkpoint
+        directory for `attractor eval` and `attractor generate`: out_dir/model."""
+        directory = self.out_dir / "model"
+        if self.info.is_main:
+            weights = (
+                self.ema.applied(self.raw) if self.ema is not None else contextlib.nullcontext()
+            )
+            with weights:
+                self.raw.save_pretrained(str(directory))
+            self.task.tokenizer.save(directory)
+        return directory
 
     def _progress(self, end: int):
         if not (self.cfg.train.progress and self.info.is_main):
