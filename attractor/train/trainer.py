@@ -64,23 +64,32 @@ class LanguageModelingTask:
     """Next-token prediction on (x, y) windows, each rank reading its own shard."""
 
     def __init__(self, cfg: DataConfig, info: DistInfo, vocab_size: int):
-        if cfg.source != "pydoc":
-            raise ValueError(f"data.source: unknown {cfg.source!r}; available: pydoc")
-        if vocab_size < ByteTokenizer.vocab_size:
-            raise ValueError(
-                f"data: the byte-level corpus needs vocab_size >= {ByteTokenizer.vocab_size}, "
-                f"the model has "
-                f"{vocab_size}; set model.overrides.vocab_size"
-            )
-        train_docs, val_docs = split_documents(pydoc_documents(), cfg.val_fraction, cfg.seed)
-        self.tokenizer = ByteTokenizer()
-        self.train = Windows(token_stream(train_docs), cfg.seq_len)
-        self.val = Windows(token_stream(val_docs), cfg.seq_len)
         self.cfg, self.info = cfg, info
+        self.tokenizer = ByteTokenizer()
+        if cfg.source == "synthetic":
+            self.train, self.val = self._synthetic(vocab_size)
+        elif cfg.source == "pydoc":
+            if vocab_size < ByteTokenizer.vocab_size:
+                raise ValueError(
+                    f"data: the byte-level corpus needs vocab_size >= "
+                    f"{ByteTokenizer.vocab_size}, the model has {vocab_size}; "
+                    "set model.overrides.vocab_size"
+                )
+            docs = split_documents(pydoc_documents(), cfg.val_fraction, cfg.seed)
+            self.train, self.val = (Windows(token_stream(d), cfg.seq_len) for d in docs)
+        else:
+            raise ValueError(f"data.source: unknown {cfg.source!r}; available: pydoc, synthetic")
         self.sampler = ShardedSampler(
             len(self.train), rank=info.rank, world_size=info.world_size, seed=cfg.seed
         )
         self._batches = self.sampler.batches(cfg.batch_size)
+
+    def _synthetic(self, vocab_size: int) -> tuple[Windows, Windows]:
+        """Uniform random tokens (seeded): for throughput measurements, nothing to learn."""
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        n = 64 * self.cfg.batch_size * (self.cfg.seq_len + 1)
+        tokens = torch.randint(0, vocab_size, (2 * n,), generator=gen)
+        return Windows(tokens[:n], self.cfg.seq_len), Windows(tokens[n:], self.cfg.seq_len)
 
     def tokens_per_batch(self) -> int:
         return self.cfg.batch_size * self.cfg.seq_len
