@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from attractor import demo, presets
+from attractor import demo, evaluate, generate, plots, presets
+from attractor.data import text as text_data
 from attractor.solvers import SolverConfig
 
 
@@ -124,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.steps=200 (repeatable)",
     )
     p.set_defaults(run=_train)
+    p = sub.add_parser("data", help="prepare datasets: a text corpus into token shards")
+    text_data.add_cli(p.add_subparsers(dest="data_command", metavar="KIND", required=True))
+    evaluate.add_eval_parser(sub)
+    generate.add_generate_parser(sub)
+    plots.add_plot_parser(sub)
     return parser
 
 

@@ -29,7 +29,7 @@ class ModelSpec:
 class DataConfig:
     """Language-model data: a corpus, cut into windows of seq_len + 1 tokens."""
 
-    source: str = "pydoc"  # pydoc (stdlib pydoc_data.topics, byte level) | synthetic
+    source: str = "pydoc"  # pydoc (byte level) | synthetic | a directory of token shards
     seq_len: int = 128
     batch_size: int = 16  # sequences per micro-batch per process
     val_fraction: float = 0.1  # of the documents, chosen deterministically

@@ -197,3 +197,10 @@ def test_bad_config_and_steps_are_clear_errors():
         DEQConfig(backward="exact")
     with pytest.raises(ValueError, match="steps must be >= 0"):
         tiny()(torch.zeros(1, 2, dtype=torch.long), steps=-1)
+
+
+def test_freeze_converged_solver_runs():
+    frozen = SolverConfig("anderson", tol=1e-4, max_iter=50, freeze_converged=True)
+    model = tiny(eval_solver=frozen).eval()
+    out = model(torch.randint(0, 10, (2, 6)))
+    assert out.solver.converged.all()

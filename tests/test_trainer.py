@@ -27,7 +27,6 @@ TINY = {"vocab_size": 257, "dim": 32, "n_heads": 2, "max_seq_len": 32}
 
 def tiny_config(out_dir, preset="gpt-cpu", steps=6, extra=(), **train) -> RunConfig:
     sets = [
-        *extra,
         f"model.preset={preset}",
         "model.overrides=" + repr(TINY | ({"n_layers": 2} if preset == "gpt-cpu" else {})),
         "data.seq_len=16",
@@ -38,6 +37,7 @@ def tiny_config(out_dir, preset="gpt-cpu", steps=6, extra=(), **train) -> RunCon
         f"train.out_dir={out_dir}",
         "train.device=cpu",
     ] + [f"train.{k}={v}" for k, v in train.items()]
+    sets += list(extra)  # last, so they override the defaults above
     return load_config(None, sets)
 
 
@@ -242,3 +242,20 @@ def test_finished_run_exports_a_loadable_checkpoint_with_its_tokenizer(tmp_path)
         for name, value in trainer.raw.state_dict().items():
             assert torch.equal(model.state_dict()[name], value), name  # the EMA weights
     assert load_tokenizer(tmp_path / "model").decode([104, 105]) == "hi"
+
+
+def test_trains_on_prepared_token_shards(tmp_path):
+    from attractor.data.text import prepare_text
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"doc{i}.txt").write_text(f"document {i}: " + "the quick brown fox " * 40)
+    prepare_text(str(corpus), tmp_path / "shards", vocab_size=300, val_fraction=0.2)
+    sets = [f"data.source={tmp_path / 'shards'}", "model.overrides.vocab_size=300"]
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=3, extra=sets))
+    assert trainer.task.tokenizer.vocab_size <= 300
+    row = trainer.fit()
+    assert math.isfinite(row["loss"])
+    with pytest.raises(ValueError, match="neither pydoc, synthetic nor a directory"):
+        Trainer(tiny_config(tmp_path / "run2", extra=["data.source=/no/such/dir"]))

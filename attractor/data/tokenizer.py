@@ -50,6 +50,7 @@ class BPETokenizer:
     """A byte-level BPE (GPT-2 style pre-tokenisation, Hugging Face `tokenizers`)."""
 
     def __init__(self, tok):  # tok: tokenizers.Tokenizer
+        tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is plain text
         self.tok = tok
         self.vocab_size = tok.get_vocab_size()
         eot = tok.token_to_id(EOT)

@@ -105,10 +105,14 @@ class DEQ(LanguageModel):
         c = self.config
         x = c.embed_scale * self.embed(ids)  # (B, T, C)
         z0 = torch.zeros_like(x)
+
+        def f(z: Tensor, active: Tensor | None = None) -> Tensor:  # active: freeze_converged
+            return self.f(z, x)
+
         if steps == 0:
-            return solve(lambda z: self.f(z, x), z0, self.solver_config(0))
+            return solve(f, z0, self.solver_config(0))
         return fixed_point(
-            lambda z: self.f(z, x),
+            f,
             z0,
             self.solver_config(steps),
             backward=c.backward,

@@ -78,11 +78,29 @@ class LanguageModelingTask:
             docs = split_documents(pydoc_documents(), cfg.val_fraction, cfg.seed)
             self.train, self.val = (Windows(token_stream(d), cfg.seq_len) for d in docs)
         else:
-            raise ValueError(f"data.source: unknown {cfg.source!r}; available: pydoc, synthetic")
+            self.train, self.val = self._prepared(cfg.source, vocab_size)
         self.sampler = ShardedSampler(
             len(self.train), rank=info.rank, world_size=info.world_size, seed=cfg.seed
         )
         self._batches = self.sampler.batches(cfg.batch_size)
+
+    def _prepared(self, directory: str, vocab_size: int) -> tuple[Any, Any]:
+        """Token shards made by `attractor data text --out DIRECTORY`."""
+        from attractor.data.text import ShardWindows
+
+        if not Path(directory).is_dir():
+            raise ValueError(
+                f"data.source: {directory!r} is neither pydoc, synthetic nor a directory of "
+                "token shards; make one with `attractor data text --source ... --out DIR`"
+            )
+        train = ShardWindows(directory, "train", seq_len=self.cfg.seq_len)
+        if train.meta["vocab_size"] > vocab_size:
+            raise ValueError(
+                f"data: the tokenizer in {directory} has {train.meta['vocab_size']} tokens, the "
+                f"model only {vocab_size}; set model.overrides.vocab_size"
+            )
+        self.tokenizer = train.tokenizer
+        return train, ShardWindows(directory, "val", seq_len=self.cfg.seq_len)
 
     def _synthetic(self, vocab_size: int) -> tuple[Windows, Windows]:
         """Uniform random tokens (seeded): for throughput measurements, nothing to learn."""
