@@ -2,7 +2,7 @@ import os
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from spawn import run_processes
 from torch import nn
 
 from attractor.layers import Block
@@ -141,12 +141,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def test_ddp_and_fsdp_two_processes_match_single_process_step(tmp_path):
     world = 2
-    mp.spawn(
-        _ddp_worker,
-        args=(world, str(tmp_path / "init"), str(tmp_path)),
-        nprocs=world,
-        join=True,
-    )
+    run_processes(_ddp_worker, (world, str(tmp_path / "init"), str(tmp_path)), nprocs=world)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
 
     reference = tiny_net()

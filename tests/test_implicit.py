@@ -7,8 +7,8 @@ import tempfile
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from maps import TanhMap, symmetric_matrix
+from spawn import run_processes
 
 import attractor as at
 
@@ -182,7 +182,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def test_ddp_parameters_inside_f_get_averaged_gradients():
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "pg"), tmp), nprocs=2, join=True)
+        run_processes(_ddp_worker, (2, os.path.join(tmp, "pg"), tmp), nprocs=2)
         grads = [torch.load(f"{tmp}/grad{r}.pt") for r in range(2)]
     torch.manual_seed(0)
     layer = ImplicitLayer(8, "adjoint").double()

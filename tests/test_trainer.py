@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from spawn import run_processes
 
 from attractor.cli import main as cli_main
 from attractor.config import RunConfig, ScheduleConfig, load_config
@@ -175,7 +175,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "params.pt")
         args = (os.path.join(tmp, "pg"), str(tmp_path / "ddp"), result)
-        mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)
+        run_processes(_ddp_worker, args, nprocs=2)
         ddp = torch.load(result)
     single = Trainer(tiny_config(tmp_path / "one", steps=5, extra=STABLE))
     single.cfg.data.batch_size = 8  # the same global batch: 2 x 4

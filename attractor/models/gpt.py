@@ -84,6 +84,9 @@ class GPT(LanguageModel):
     def forward(
         self, input_ids: Tensor, labels: Tensor | None = None, steps: int | None = None
     ) -> ModelOutput:
+        """Logits (and loss with labels); a GPT has no solver depth, so `steps` must be None."""
+        if steps is not None:
+            raise ValueError("gpt: a fixed-depth transformer takes no steps=; it has no solver")
         logits = self.decode(self.hidden(input_ids))
         loss = None if labels is None else next_token_loss(logits, labels)
         return ModelOutput(logits=logits, loss=loss)

@@ -92,8 +92,14 @@ def setup_distributed(device: str | None = None, init_method: str | None = None)
 
 
 def teardown_distributed() -> None:
-    """Destroy the default process group if one exists."""
+    """Destroy the default process group if one exists.
+
+    A barrier first: gloo's worker thread releases finished collectives (which needs the
+    GIL) after the fact, and a process group torn down while that is pending can deadlock
+    when DDP's reducer frees it at exit (seen with all_gather_object before teardown).
+    """
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
