@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from attractor import demo, evaluate, generate, plots, presets
+from attractor import demo, evaluate, generate, plots, presets, solve_cli
 from attractor.data import text as text_data
 from attractor.solvers import SolverConfig
 
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_eval_parser(sub)
     generate.add_generate_parser(sub)
     plots.add_plot_parser(sub)
+    solve_cli.add_solve_parser(sub)
     return parser
 
 

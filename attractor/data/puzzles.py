@@ -1,0 +1,322 @@
+"""Grid-puzzle datasets with augmentation, and seeded, recorded train/test splits.
+
+`PuzzleDataset` serves Sudoku (`sudoku.Puzzle`) or maze (`maze.Maze`) examples as token
+tensors: ``inputs`` the flattened question, ``labels`` the flattened answer. With
+``augment=True`` example i of epoch e is transformed by a validity-preserving augmentation
+(`sudoku.augment`, `maze.augment`) drawn from ``np.random.default_rng([seed, e, i])``, so the
+same (seed, epoch, index) always gives the same grid, and a new epoch gives a new one.
+
+The public builders (Sudoku-Extreme, Maze-Hard) subsample their 1k training sets without a
+seed, so their splits cannot be reproduced. Ours can: `make_split` draws disjoint train and
+test sets from a numpy permutation of the distinct questions, and returns a record (seed,
+counts, chosen indices, a hash of each chosen question). `save_split` writes train.csv,
+test.csv and split.json atomically, the JSON also holding each CSV's sha256; `load_split`
+reads them back and refuses files that changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attractor.data import maze, sudoku
+
+KINDS = ("sudoku", "maze")
+Example = sudoku.Puzzle | maze.Maze
+
+# ----------------------------------------------------------------------------- per-kind helpers
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"puzzles: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    return kind
+
+
+def kind_of(example: Example) -> str:
+    """'sudoku' for a `sudoku.Puzzle`, 'maze' for a `maze.Maze`."""
+    if isinstance(example, sudoku.Puzzle):
+        return "sudoku"
+    if isinstance(example, maze.Maze):
+        return "maze"
+    raise TypeError(f"puzzles: expected sudoku.Puzzle or maze.Maze, got {type(example).__name__}")
+
+
+def question_text(example: Example) -> str:
+    """The question as its one-line CSV string."""
+    if isinstance(example, sudoku.Puzzle):
+        return sudoku.format_grid(example.question)
+    return maze.format_maze(example.question)
+
+
+def question_hash(example: Example) -> str:
+    """First 16 hex digits of the sha256 of ``kind:question``: the identity used by splits."""
+    text = f"{kind_of(example)}:{question_text(example)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_examples(path: str | os.PathLike, kind: str) -> list[Example]:
+    """Read a ``source,question,answer,rating`` CSV of the given kind."""
+    return sudoku.read_csv(path) if _check_kind(kind) == "sudoku" else maze.read_csv(path)
+
+
+def write_examples(path: str | os.PathLike, examples: list[Example], kind: str) -> None:
+    """Write examples of the given kind as CSV, atomically."""
+    if _check_kind(kind) == "sudoku":
+        sudoku.write_csv(path, examples)
+    else:
+        maze.write_csv(path, examples)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class PuzzleDataset(torch.utils.data.Dataset):
+    """Puzzles as token tensors, freshly augmented per (seed, epoch, index) when asked.
+
+    ``__getitem__(i)`` -> ``dict(inputs=LongTensor (L,), labels=LongTensor (L,), index=i)``
+    where L = cells of the grid (81 for 9x9 Sudoku, N*N for an N x N maze).
+    """
+
+    def __init__(
+        self, examples: list[Example], kind: str, augment: bool = True, seed: int = 0
+    ) -> None:
+        self.kind = _check_kind(kind)
+        for ex in examples[:1]:
+            if kind_of(ex) != kind:
+                raise ValueError(f"puzzles: kind {kind!r} but the examples are {kind_of(ex)!r}")
+        self.examples = list(examples)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike, kind: str, **kwargs: Any) -> PuzzleDataset:
+        """A dataset over the rows of a Sudoku-Extreme or Maze-Hard style CSV file."""
+        return cls(read_examples(path, kind), kind, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the augmentations of this epoch (call once per epoch, like DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids used, pad included: N + 2 for N x N Sudoku, 6 for mazes."""
+        if self.kind == "maze":
+            return len(maze.CHARSET) + 1
+        cells = self.examples[0].question.size if self.examples else 81
+        return sudoku.shape_for_length(cells).n + 2
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def grids(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (question, answer) grids of example ``index`` after this epoch's augmentation."""
+        ex = self.examples[index]
+        question, answer = ex.question, ex.answer
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            aug = sudoku.augment if self.kind == "sudoku" else maze.augment
+            question, answer = aug(question, answer, rng)
+        return question, answer
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"puzzles: index {index} out of range for {len(self)} examples")
+        index = index % len(self)
+        question, answer = self.grids(index)
+        to_tokens = sudoku.to_tokens if self.kind == "sudoku" else maze.to_tokens
+        return {
+            "inputs": torch.from_numpy(to_tokens(question).reshape(-1)),  # (L,)
+            "labels": torch.from_numpy(to_tokens(answer).reshape(-1)),  # (L,)
+            "index": index,
+        }
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def make_split(
+    examples: list[Example], n_train: int, n_test: int, seed: int
+) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Disjoint train and test sets drawn by a seeded permutation: (train, test, record).
+
+    Repeated questions count once (the first occurrence), so no test question is also a
+    training question. ``record`` holds the seed, the counts, the chosen indices into
+    ``examples`` and the `question_hash` of each chosen example.
+    """
+    if n_train < 0 or n_test < 0:
+        raise ValueError(f"puzzles: n_train and n_test must be >= 0, got {n_train}, {n_test}")
+    hashes = [question_hash(ex) for ex in examples]
+    first: dict[str, int] = {}
+    for i, h in enumerate(hashes):
+        first.setdefault(h, i)
+    distinct = np.array(sorted(first.values()), dtype=np.int64)
+    if n_train + n_test > len(distinct):
+        raise ValueError(
+            f"puzzles: asked for {n_train} train + {n_test} test but only {len(distinct)} "
+            f"distinct questions among {len(examples)} examples; generate more or ask for fewer"
+        )
+    order = distinct[np.random.default_rng(seed).permutation(len(distinct))]
+    train_idx = order[:n_train].tolist()
+    test_idx = order[n_train : n_train + n_test].tolist()
+    record = {
+        "kind": kind_of(examples[0]) if examples else None,
+        "seed": int(seed),
+        "n_examples": len(examples),
+        "n_distinct": len(distinct),
+        "n_train": n_train,
+        "n_test": n_test,
+        "train_indices": train_idx,
+        "test_indices": test_idx,
+        "train_hashes": [hashes[i] for i in train_idx],
+        "test_hashes": [hashes[i] for i in test_idx],
+    }
+    return [examples[i] for i in train_idx], [examples[i] for i in test_idx], record
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_split(
+    out_dir: str | os.PathLike,
+    train: list[Example],
+    test: list[Example],
+    record: dict[str, Any],
+) -> Path:
+    """Write train.csv, test.csv and split.json (the record plus each CSV's sha256) atomically.
+
+    split.json is written last, so a directory with a split.json holds a complete split.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = record.get("kind") or kind_of((train + test)[0])
+    files = {}
+    for name, examples in (("train", train), ("test", test)):
+        path = out / f"{name}.csv"
+        write_examples(path, examples, kind)
+        files[name] = {"file": path.name, "sha256": _file_sha256(path)}
+    _write_json_atomic(out / "split.json", {**record, "kind": kind, "files": files})
+    return out
+
+
+def load_split(out_dir: str | os.PathLike) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Read a split saved by `save_split` and check it against its record: (train, test, record).
+
+    Raises ValueError when a CSV's sha256 or a question's hash differs from split.json.
+    """
+    out = Path(out_dir)
+    meta = out / "split.json"
+    if not meta.is_file():
+        raise FileNotFoundError(
+            f"puzzles: no split.json in {out}; build one with build_sudoku_split / "
+            "build_maze_split"
+        )
+    record = json.loads(meta.read_text())
+    kind = _check_kind(record.get("kind"))
+    loaded = {}
+    for name in ("train", "test"):
+        entry = record["files"][name]
+        path = out / entry["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"puzzles: {path} is missing; rebuild the split")
+        if _file_sha256(path) != entry["sha256"]:
+            raise ValueError(
+                f"puzzles: {path} changed since the split was saved (sha256 differs from "
+                f"{meta.name}); rebuild the split rather than editing it"
+            )
+        examples = read_examples(path, kind)
+        if [question_hash(ex) for ex in examples] != record[f"{name}_hashes"]:
+            raise ValueError(
+                f"puzzles: the questions in {path} do not match the hashes in {meta.name}; "
+                "rebuild the split"
+            )
+        loaded[name] = examples
+    return loaded["train"], loaded["test"], record
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _distinct_sudoku(
+    n: int, shape: sudoku.SudokuShape, seed: int, workers: int, kwargs: dict[str, Any]
+) -> list[sudoku.Puzzle]:
+    """At least ``n`` generated puzzles with distinct questions (extra rounds if repeats)."""
+    source = f"gen{shape.box_rows}x{shape.box_cols}-s{seed}"
+    puzzles: list[sudoku.Puzzle] = []
+    seen: set[str] = set()
+    for round_ in range(20):
+        entropy = seed if round_ == 0 else [seed, round_]
+        missing = n - len(puzzles)
+        for q, a, rating in sudoku.generate_many(missing, shape, entropy, workers, **kwargs):
+            p = sudoku.Puzzle(source, q, a, rating)
+            if question_hash(p) not in seen:
+                seen.add(question_hash(p))
+                puzzles.append(p)
+        if len(puzzles) >= n:
+            return puzzles
+    raise ValueError(
+        f"puzzles: could only make {len(puzzles)} distinct {shape.n}x{shape.n} puzzles of "
+        f"{n}; ask for fewer or widen the band"
+    )
+
+
+def build_sudoku_split(
+    out_dir: str | os.PathLike,
+    box: tuple[int, int] = (2, 3),
+    n_train: int = 1000,
+    n_test: int = 1000,
+    seed: int = 0,
+    workers: int = 1,
+    **generate_kwargs: Any,
+) -> dict[str, Any]:
+    """Generate distinct Sudoku puzzles (`sudoku.generate_many`), split them and save; the record.
+
+    ``generate_kwargs`` go to `sudoku.generate` (min_backtracks, max_givens, minimal, ...).
+    """
+    shape = sudoku.SudokuShape(*box)
+    puzzles = _distinct_sudoku(n_train + n_test, shape, seed, workers, generate_kwargs)
+    train, test, record = make_split(puzzles, n_train, n_test, seed)
+    record["generator"] = {"box": list(box), "seed": seed, **generate_kwargs}
+    save_split(out_dir, train, test, record)
+    return record
+
+
+def build_maze_split(
+    out_dir: str | os.PathLike,
+    size: int = 12,
+    n_train: int = 1000,
+    n_test: int = 1000,
+    seed: int = 0,
+    **generate_kwargs: Any,
+) -> dict[str, Any]:
+    """Generate hard mazes (`maze.generate_many`), split them and save; the record.
+
+    ``generate_kwargs`` go to `maze.generate_many` (min_path, loops).
+    """
+    n = n_train + n_test
+    mazes = maze.generate_many(n + max(8, n // 20), size, seed, **generate_kwargs)
+    train, test, record = make_split(mazes, n_train, n_test, seed)
+    record["generator"] = {"size": size, "seed": seed, **generate_kwargs}
+    save_split(out_dir, train, test, record)
+    return record
