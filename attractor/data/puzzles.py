@@ -229,8 +229,7 @@ def load_split(out_dir: str | os.PathLike) -> tuple[list[Example], list[Example]
     meta = out / "split.json"
     if not meta.is_file():
         raise FileNotFoundError(
-            f"puzzles: no split.json in {out}; build one with build_sudoku_split / "
-            "build_maze_split"
+            f"puzzles: no split.json in {out}; build one with build_sudoku_split / build_maze_split"
         )
     record = json.loads(meta.read_text())
     kind = _check_kind(record.get("kind"))
