@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import save_with_bytes, tiny_attractor
 
 import attractor as at
 from attractor.cli import main
 from attractor.data.tokenizer import ByteTokenizer
 
-SOLVER = at.SolverConfig("anderson", tol=1e-4, max_iter=12, freeze_converged=True)
-
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = at.build_model(
-        kind="attractor",
-        vocab_size=257,
-        dim=32,
-        n_heads=4,
-        n_backbone=2,
-        n_head_layers=1,
-        max_seq_len=64,
-        eval_solver=SOLVER,
-    )
-    directory = tmp_path / "model"
-    model.save_pretrained(directory)
-    ByteTokenizer().save(directory)
-    return directory
+    return save_with_bytes(tiny_attractor(), tmp_path / "model")
 
 
 def test_cli_generate_prints_prompt_and_greedy_continuation(checkpoint, capsys):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from tiny import save_with_bytes, tiny_attractor
 
 import attractor as at
 from attractor.data.lm import Windows
@@ -21,7 +22,6 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from attractor.harness import AttractorHarnessLM  # noqa: E402
 
 SEQ = 32  # the tiny model's max_seq_len: the adapter's window
-SOLVER = at.SolverConfig("anderson", tol=1e-4, max_iter=12, freeze_converged=True)
 PAIRS = [
     ("The fixed point of f", " is y = f(y)."),
     ("", "hello"),  # empty context: scored after the end-of-text token
@@ -32,21 +32,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = at.build_model(
-        kind="attractor",
-        vocab_size=257,
-        dim=32,
-        n_heads=4,
-        n_backbone=2,
-        n_head_layers=1,
-        max_seq_len=SEQ,
-        eval_solver=SOLVER,
-    )
-    directory = tmp_path_factory.mktemp("harness") / "model"
-    model.save_pretrained(directory)
-    ByteTokenizer().save(directory)
-    return directory
+    return save_with_bytes(tiny_attractor(SEQ), tmp_path_factory.mktemp("harness") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -177,18 +163,7 @@ class Glyphs:
 @pytest.fixture(scope="module")
 def lively():
     """A model whose greedy continuations vary (a large init), with the Glyphs tokenizer."""
-    torch.manual_seed(0)
-    model = at.build_model(
-        kind="attractor",
-        vocab_size=257,
-        dim=32,
-        n_heads=4,
-        n_backbone=2,
-        n_head_layers=1,
-        max_seq_len=SEQ,
-        eval_solver=SOLVER,
-        init_std=1.0,
-    )
+    model = tiny_attractor(SEQ, init_std=1.0)
     return model.eval(), Glyphs()
 
 
