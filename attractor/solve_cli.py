@@ -17,34 +17,6 @@ from attractor.data import maze, sudoku
 NO_MODEL = "--model: not available yet: the puzzle models arrive with the reasoner"
 
 
-class _CountingSearch(sudoku._Search):
-    """The exact solver's search, counting propagations: one for the givens, one per guess."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.propagations = 0
-
-    def propagate(self, cands: list[int], done: list[bool], stack: list[int]) -> bool:
-        self.propagations += 1
-        return super().propagate(cands, done, stack)
-
-
-def _after_propagation(grid: np.ndarray) -> tuple[np.ndarray, int]:
-    """The grid after propagating the givens (naked and hidden singles) and the guess count."""
-    shape = sudoku.shape_for_length(grid.size)
-    search = _CountingSearch(shape, 1)
-    cands = sudoku._candidates(grid, search.full)
-    done = [False] * shape.cells
-    stack = [c for c, m in enumerate(cands) if m and not m & (m - 1)]
-    search.propagate(cands, done, stack)
-    propagated = np.array(
-        [m.bit_length() if m and not m & (m - 1) else 0 for m in cands], dtype=np.int8
-    )
-    full = _CountingSearch(shape, 2)
-    full.start(sudoku._candidates(grid, full.full))
-    return propagated, max(0, full.propagations - 1)
-
-
 def _solve_sudoku(args: argparse.Namespace) -> int:
     grid = sudoku.parse_grid(args.grid)
     result = sudoku.solve(grid, limit=2)
@@ -55,10 +27,10 @@ def _solve_sudoku(args: argparse.Namespace) -> int:
     print(f"puzzle ({n}x{n}, {int((grid != 0).sum())} givens):")
     print(sudoku.pretty(grid))
     if args.trace:
-        propagated, guesses = _after_propagation(grid)
+        propagated = sudoku.propagated(grid)
         print(f"after propagation ({int((propagated == 0).sum())} cells open):")
         print(sudoku.pretty(propagated))
-        print(f"guesses: {guesses}")
+        print(f"guesses: {result.guesses}")
     print("answer:")
     print(sudoku.pretty(answer))
     print(f"backtracks (rating): {result.backtracks}")

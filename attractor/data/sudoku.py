@@ -202,6 +202,7 @@ class SolveResult:
 
     solutions: list[np.ndarray] = field(default_factory=list)
     backtracks: int = 0
+    guesses: int = 0  # branches tried (each is one propagation after the givens')
 
     @property
     def count(self) -> int:
@@ -226,6 +227,7 @@ class _Search:
         self.rng = rng
         self.solutions: list[list[int]] = []
         self.backtracks = 0
+        self.guesses = 0
 
     def propagate(self, cands: list[int], done: list[bool], stack: list[int]) -> bool:
         """Naked singles (eliminate a placed digit from peers) and hidden singles, to a fixpoint."""
@@ -287,6 +289,7 @@ class _Search:
         for bit in bits:
             c2, d2 = cands[:], done[:]
             c2[best] = bit
+            self.guesses += 1
             if self.propagate(c2, d2, [best]):
                 self.run(c2, d2)
                 if len(self.solutions) >= self.limit:
@@ -328,7 +331,18 @@ def solve(grid: np.ndarray, limit: int = 2, shape: SudokuShape | None = None) ->
     shape = _shape_of(grid, shape)
     search = _Search(shape, limit)
     search.start(_candidates(grid, search.full))
-    return SolveResult(search.grids(), search.backtracks)
+    return SolveResult(search.grids(), search.backtracks, search.guesses)
+
+
+def propagated(grid: np.ndarray) -> np.ndarray:
+    """The grid after propagating its givens (naked and hidden singles) to a fixpoint, with
+    0 in the cells propagation leaves open (what the search starts from)."""
+    grid = np.asarray(grid).reshape(-1)
+    search = _Search(_shape_of(grid, None), 1)
+    cands = _candidates(grid, search.full)
+    stack = [c for c, m in enumerate(cands) if m and not m & (m - 1)]
+    search.propagate(cands, [False] * grid.size, stack)
+    return np.array([m.bit_length() if m and not m & (m - 1) else 0 for m in cands], np.int8)
 
 
 def rate(puzzle: np.ndarray) -> int:
