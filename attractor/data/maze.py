@@ -44,16 +44,15 @@ Tokens (the HRM / Maze-Hard table): 0 pad, 1 '#', 2 ' ', 3 'S', 4 'G', 5 'o'.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from attractor.data import puzzle_csv
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = CHARSET
@@ -307,20 +306,10 @@ def generate_many(
 
 def write_csv(path: str | Path, mazes: list[Maze]) -> None:
     """Write `source,question,answer,rating` rows atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for m in mazes:
-                row = (m.source, format_maze(m.question), format_maze(m.answer), int(m.rating))
-                writer.writerow(row)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    puzzle_csv.write_rows(
+        path,
+        ((m.source, format_maze(m.question), format_maze(m.answer), int(m.rating)) for m in mazes),
+    )
 
 
 def _check_pair(question: Grid, answer: Grid) -> None:
@@ -335,32 +324,15 @@ def _check_pair(question: Grid, answer: Grid) -> None:
 
 def read_csv(path: str | Path) -> list[Maze]:
     """Read a `source,question,answer,rating` CSV (the Maze-Hard format) into Mazes."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"maze: no such file {path}; write one with write_csv or `generate_many`"
-        )
-    mazes = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"maze: {path} lacks column(s) {', '.join(missing)}; "
-                f"expected header {','.join(CSV_COLUMNS)}"
-            )
-        for row in reader:
-            line = reader.line_num
-            try:
-                question = parse_maze(row["question"] or "")
-                answer = parse_maze(row["answer"] or "", size=question.shape[0])
-                _check_pair(question, answer)
-                rating = int(float(row["rating"]))
-            except (ValueError, TypeError) as e:
-                msg = str(e).removeprefix("maze: ")
-                raise ValueError(f"maze: {path} line {line}: {msg}") from None
-            mazes.append(Maze(row["source"] or "", question, answer, rating))
-    return mazes
+    hint = "write one with write_csv or `generate_many`"
+    return puzzle_csv.read_rows(path, "maze", _maze_from_row, hint)
+
+
+def _maze_from_row(row: dict[str, str]) -> Maze:
+    question = parse_maze(row["question"] or "")
+    answer = parse_maze(row["answer"] or "", size=question.shape[0])
+    _check_pair(question, answer)
+    return Maze(row["source"] or "", question, answer, int(float(row["rating"])))
 
 
 # ----------------------------------------------------------------------------- augmentation

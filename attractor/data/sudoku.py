@@ -8,15 +8,14 @@ The CSV format is that of the public Sudoku-Extreme files (DESIGN.md §6):
 
 from __future__ import annotations
 
-import csv
 import functools
 import multiprocessing
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from attractor.data import puzzle_csv
 
 # ----------------------------------------------------------------------------- geometry
 
@@ -476,30 +475,9 @@ CSV_COLUMNS = ("source", "question", "answer", "rating")
 
 
 def read_csv(path: str | os.PathLike) -> list[Puzzle]:
-    """Read ``source,question,answer,rating`` rows; answers are checked against the rules."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"sudoku: no such file {path} (make one with sudoku.write_csv or download "
-            "Sudoku-Extreme)"
-        )
-    puzzles = []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"sudoku: {path} lacks column(s) {', '.join(missing)} "
-                f"(header must be {','.join(CSV_COLUMNS)})"
-            )
-        for row in reader:
-            line = reader.line_num
-            try:
-                puzzles.append(_puzzle_from_row(row))
-            except ValueError as err:
-                msg = str(err).removeprefix("sudoku: ")
-                raise ValueError(f"sudoku: {path}, line {line}: {msg}") from None
-    return puzzles
+    """Read a Sudoku-Extreme CSV (`source,question,answer,rating`); answers are checked."""
+    hint = "make one with sudoku.write_csv or download Sudoku-Extreme"
+    return puzzle_csv.read_rows(path, "sudoku", _puzzle_from_row, hint)
 
 
 def _puzzle_from_row(row: dict[str, str]) -> Puzzle:
@@ -518,21 +496,13 @@ def _puzzle_from_row(row: dict[str, str]) -> Puzzle:
 
 def write_csv(path: str | os.PathLike, puzzles: list[Puzzle]) -> None:
     """Write puzzles in the Sudoku-Extreme format atomically (a temp file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for p in puzzles:
-                writer.writerow(
-                    [p.source, format_grid(p.question), format_grid(p.answer), int(p.rating)]
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    puzzle_csv.write_rows(
+        path,
+        (
+            (p.source, format_grid(p.question), format_grid(p.answer), int(p.rating))
+            for p in puzzles
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- augmentation
