@@ -75,10 +75,7 @@ def plot_depth_sweep(results: dict[str, Any], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(_title(results, "depth sweep"), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def plot_trace(results: dict[str, Any], out: Path) -> Path:
@@ -97,9 +94,14 @@ def plot_trace(results: dict[str, Any], out: Path) -> Path:
     if any(labels):
         ax.legend(fontsize=8)
     ax.set_title(_title(results, "solver residual"), fontsize=10)
+    return _save(fig, out)
+
+
+def _save(fig: Any, out: Path) -> Path:
+    """Lay out, write the PNG and free the figure."""
     fig.tight_layout()
     fig.savefig(out, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,20 +53,25 @@ def value_embed_layers(n_layers: int) -> list[int]:
     return [i for i in range(n_layers) if (n_layers - 1 - i) % 2 == 0]
 
 
+def value_embeddings(config: Any, n_layers: int) -> nn.ModuleDict:
+    """A ValueEmbedding for each of value_embed_layers(n_layers), keyed by layer index, or
+    none when config.value_embeds is off."""
+    c = config
+    kv_heads = c.n_kv_heads or c.n_heads
+    kv_dim = kv_heads * (c.dim // c.n_heads)
+    layers = value_embed_layers(n_layers) if c.value_embeds else []
+    return nn.ModuleDict({str(i): ValueEmbedding(c.vocab_size, kv_dim, kv_heads) for i in layers})
+
+
 class GPT(LanguageModel):
     kind = "gpt"
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
-        kv_heads = c.n_kv_heads or c.n_heads
-        kv_dim = kv_heads * (c.dim // c.n_heads)
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.blocks = block_stack(c, c.n_layers)
-        ve_layers = value_embed_layers(c.n_layers) if c.value_embeds else []
-        self.value_embeds = nn.ModuleDict(
-            {str(i): ValueEmbedding(c.vocab_size, kv_dim, kv_heads) for i in ve_layers}
-        )
+        self.value_embeds = value_embeddings(c, c.n_layers)
         self.norm = RMSNorm(c.dim)
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from attractor.layers import KVCache, RMSNorm, init_weights
 from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.models.gpt import ValueEmbedding, value_embed_layers
+from attractor.models.gpt import value_embeddings
 
 
 @dataclass
@@ -127,17 +127,12 @@ class LoopedLM(LanguageModel):
     def __init__(self, config: LoopedConfig):
         super().__init__()
         self.config = c = config
-        kv_heads = c.n_kv_heads or c.n_heads
-        kv_dim = kv_heads * (c.dim // c.n_heads)
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.prelude = block_stack(c, c.n_prelude)
         self.injection = DiagonalInjection(c.dim)
         self.recurrent = block_stack(c, c.n_recurrent)
         self.coda = block_stack(c, c.n_coda)
-        ve_layers = value_embed_layers(c.n_layers) if c.value_embeds else []
-        self.value_embeds = nn.ModuleDict(
-            {str(i): ValueEmbedding(c.vocab_size, kv_dim, kv_heads) for i in ve_layers}
-        )
+        self.value_embeds = value_embeddings(c, c.n_layers)
         self.norm = RMSNorm(c.dim)
         # out_std as for a plain stack as deep as the expected unrolled depth
         unrolled = c.n_prelude + c.n_coda + c.mean_depth * c.n_recurrent
