@@ -10,12 +10,21 @@ from typing import Any
 import torch
 
 from attractor import demo, evaluate, generate, plots, presets, solve_cli
+from attractor.data import puzzle_cli
 from attractor.data import text as text_data
+from attractor.models.grid import GridConfig, mlp_hidden
 from attractor.solvers import SolverConfig
 
 
 def _demo(args: argparse.Namespace) -> int:
-    demo.main()
+    if args.which == "solver":
+        demo.solver_demo()
+        return 0
+    try:
+        demo.sudoku_demo(args.data, args.out, args.minutes)
+    except (ValueError, OSError) as err:
+        print(f"attractor demo: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -45,7 +54,8 @@ def _describe(kind: str, config: Any) -> str:
     ratio = getattr(config, "mlp_ratio", None)
     if dim and ratio:
         mlp = getattr(config, "mlp", "relu2")
-        parts.append(f"ffn{int(ratio * dim)}" + ("" if mlp == "relu2" else f" {mlp}"))
+        width = mlp_hidden(config) if isinstance(config, GridConfig) else int(ratio * dim)
+        parts.append(f"ffn{width}" + ("" if mlp == "relu2" else f" {mlp}"))
     solvers = [getattr(config, f) for f in fields if isinstance(getattr(config, f), SolverConfig)]
     if solvers:
         s = getattr(config, "eval_solver", solvers[0])
@@ -111,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Attractor Models: fixed-point refinement with implicit gradients.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("demo", help="solve a transformer-block fixed point: Picard vs Anderson")
+    p = sub.add_parser(
+        "demo", help="learn 6x6 Sudoku on CPU (default), or `demo solver`: Picard vs Anderson"
+    )
+    p.add_argument("which", nargs="?", choices=("sudoku", "solver"), default="sudoku")
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget (default 10)")
+    p.add_argument("--data", default="data/sudoku6", help="where the puzzle split goes")
+    p.add_argument("--out", default="runs/demo-sudoku6", help="run directory")
     p.set_defaults(run=_demo)
     p = sub.add_parser("presets", help="list the model presets: parameter counts and layout")
     p.set_defaults(run=_presets)
@@ -125,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set train.steps=200 (repeatable)",
     )
     p.set_defaults(run=_train)
-    p = sub.add_parser("data", help="prepare datasets: a text corpus into token shards")
-    text_data.add_cli(p.add_subparsers(dest="data_command", metavar="KIND", required=True))
+    p = sub.add_parser("data", help="prepare datasets: text corpora or puzzle splits")
+    data_kinds = p.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    text_data.add_cli(data_kinds)
+    puzzle_cli.add_cli(data_kinds)
     evaluate.add_eval_parser(sub)
     generate.add_generate_parser(sub)
     plots.add_plot_parser(sub)

@@ -27,12 +27,14 @@ class ModelSpec:
 
 @dataclass
 class DataConfig:
-    """Language-model data: a corpus, cut into windows of seq_len + 1 tokens."""
+    """The data: a corpus cut into windows of seq_len + 1 tokens (language models), or a
+    puzzle split directory made by `attractor data puzzles` (grid models)."""
 
-    source: str = "pydoc"  # pydoc (byte level) | synthetic | a directory of token shards
-    seq_len: int = 128
-    batch_size: int = 16  # sequences per micro-batch per process
+    source: str = "pydoc"  # pydoc (byte level) | synthetic | token shards | a puzzle split
+    seq_len: int = 128  # language models
+    batch_size: int = 16  # sequences or puzzles per micro-batch per process
     val_fraction: float = 0.1  # of the documents, chosen deterministically
+    augment: bool = True  # puzzles: a fresh validity-preserving augmentation per epoch
     seed: int = 0
 
 
@@ -63,6 +65,7 @@ class LoopConfig:
     """The training loop."""
 
     steps: int = 100
+    time_budget_s: float = 0.0  # > 0: also stop after this many seconds of training steps
     grad_accum: int = 1
     grad_clip: float = 1.0  # 0 disables clipping
     eval_every: int = 50

@@ -7,6 +7,11 @@ solver-depth sweep over the inference knobs of DESIGN.md section 2.1 (a fixed T,
 
 `attractor eval CHECKPOINT` runs these on the pydoc validation split or on a prepared
 shard directory; `--sweep` adds the depth sweep and writes JSON plus a plot.
+
+A grid-puzzle checkpoint (`attractor.models.grid.GridModel`) is evaluated instead on the
+test set of a split from `attractor data puzzles` (`attractor.puzzle_eval`): exact and cell
+accuracy, the supervision step the halting head would stop at, solver iterations, and with
+--depths / --sweep the same with every solve cut to T iterations (TRM: T cycles).
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attractor import presets
+from attractor.data import maze, sudoku
+from attractor.data.puzzles import PuzzleDataset, load_split
 from attractor.data.tokenizer import Tokenizer, load_tokenizer
 from attractor.models.base import IGNORE_INDEX, LanguageModel
-from attractor.pretrained import load_pretrained
+from attractor.models.grid import GridModel
+from attractor.pretrained import CONFIG_NAME, load_pretrained
+from attractor.puzzle_eval import evaluate_puzzles, puzzle_depth_sweep, supervision_steps
 from attractor.solvers import SolverStats
 
 LN2 = math.log(2.0)
@@ -166,15 +176,18 @@ def evaluate_lm(
 
 
 def max_depth(model: LanguageModel) -> int:
-    """T_max: the eval solver's max_iter (attractor, deq) or the looped model's eval_depth."""
+    """T_max: the eval solver's max_iter (attractor, deq, reasoner, grid_attractor), the
+    looped model's eval_depth or TRM's cycles H."""
     config = model.config
     if model.kind == "looped":
         return config.eval_depth
+    if model.kind == "trm":
+        return config.cycles
     solver = getattr(config, "eval_solver", None)
     if solver is None:
         raise ValueError(
             f"depth sweep: a {model.kind} model has no solver depth to sweep; "
-            "use an attractor, looped or deq checkpoint"
+            "use an attractor, looped, deq, reasoner, trm or grid_attractor checkpoint"
         )
     return solver.max_iter
 
@@ -315,6 +328,125 @@ def load_eval_data(
     return windows, windows.bytes_per_token
 
 
+# -----------------------------------------------------------------------------
+# Grid puzzles
+
+
+def is_grid_checkpoint(directory: str | Path) -> bool:
+    """Whether the checkpoint's config.json names a grid-puzzle model kind (False when it
+    cannot be read: the language-model path then says what is wrong with it)."""
+    try:
+        data = json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    kind = data.get("kind") if isinstance(data, dict) else None
+    entry = presets.KINDS.get(kind) if isinstance(kind, str) else None
+    return entry is not None and issubclass(entry[0], GridModel)
+
+
+def check_grid_fits(model: LanguageModel, kind: str, side: int, what: str) -> None:
+    """ValueError unless `model` is a grid model built for `side` x `side` puzzles of `kind`
+    ("sudoku" or "maze"); `what` names the puzzles: "the puzzle", "the split DIR"."""
+    if not isinstance(model, GridModel):
+        raise ValueError(
+            f"{what} needs a grid-puzzle model, not a {model.kind} model; pass a checkpoint "
+            "trained on a puzzle split (reasoner, trm, grid_transformer, grid_attractor)"
+        )
+    c = model.config
+    built = "sudoku" if c.box_rows else "maze"
+    if (built, c.side) != (kind, side):
+        raise ValueError(
+            f"{what} is {side}x{side} {kind} but the {model.kind} model was built for "
+            f"{c.side}x{c.side} {built}; use a model trained on {side}x{side} {kind} puzzles"
+        )
+    needed = side + 2 if kind == "sudoku" else len(maze.CHARSET) + 1
+    if c.vocab_size < needed:
+        raise ValueError(
+            f"{what} is {side}x{side} {kind}, which needs {needed} tokens, but the model has "
+            f"{c.vocab_size}; use a model trained on {side}x{side} {kind} puzzles"
+        )
+
+
+def puzzle_side(data: PuzzleDataset) -> int:
+    """The side N of the dataset's N x N grids."""
+    cells = data.examples[0].question.size
+    return int(data.examples[0].size) if data.kind == "maze" else sudoku.shape_for_length(cells).n
+
+
+def load_puzzle_data(data: str, split: str) -> tuple[PuzzleDataset, dict[str, Any]]:
+    """The un-augmented test (or train) set of a split from `attractor data puzzles`, and
+    its record; --split val (the default) means the split's test set."""
+    if not Path(data).is_dir():
+        what = "the default pydoc" if data == "pydoc" else f"{data}, not a directory"
+        raise ValueError(
+            f"--data: a grid model is evaluated on a puzzle split, not {what}; make one "
+            "with `attractor data puzzles --out DIR` and pass --data DIR"
+        )
+    if split not in ("val", "test", "train"):
+        raise ValueError(f"--split: a puzzle split has test (or val) and train, not {split!r}")
+    train, test, record = load_split(data)
+    examples = train if split == "train" else test
+    if not examples:
+        raise ValueError(f"--data: the {split} set of {data} is empty; rebuild the split")
+    return PuzzleDataset(examples, record["kind"], augment=False), record
+
+
+def _format_puzzles(row: dict[str, Any], halt: bool = True) -> str:
+    parts = [f"exact {100 * row['exact_acc']:.2f}%", f"cells {100 * row['cell_acc']:.2f}%"]
+    if halt:
+        parts.append(
+            f"halt step {row['halt_step']:.2f} (exact there {100 * row['halt_exact_acc']:.2f}%)"
+        )
+    if "solver_iters" in row:
+        parts.append(f"solver iters {row['solver_iters']:.2f}/step")
+    return ", ".join(parts)
+
+
+def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """`attractor eval` of a grid model: accuracy on a puzzle split at the model's own depth
+    ("full"), at --steps ("default"), and with every solve cut to each T ("depth" rows):
+    the "puzzle_depth" result of `attractor.puzzle_eval.puzzle_depth_sweep`."""
+    model = load_pretrained(args.checkpoint, map_location=args.device).eval()
+    data, record = load_puzzle_data(args.data, args.split)
+    side = puzzle_side(data)
+    check_grid_fits(model, data.kind, side, f"the split {args.data}")
+    batch_size = 100 if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    t_max = max_depth(model) if args.sweep or args.depths else None  # fails before any work
+    depths = [] if t_max is None else sorted(set(args.depths or sweep_depths(t_max)))
+    limit = None if args.batches is None else args.batches * batch_size
+    result = puzzle_depth_sweep(model, data, depths, batch_size, limit)
+    default = result["full"]
+    if args.steps is not None:
+        default = evaluate_puzzles(model, data, batch_size, args.steps, limit)
+    split = "train" if args.split == "train" else "test"
+    n_sup = supervision_steps(model)
+    at = "" if args.steps is None else f", T={args.steps}"
+    print(
+        f"{args.data} {split} ({default['puzzles']} {side}x{side} {data.kind}, {n_sup} "
+        f"supervision steps{at}): {_format_puzzles(default)}"
+    )
+    for row in result["depth"]:
+        print(f"T={row['T']:<4d} {_format_puzzles(row, halt=False)}")
+    info = {"source": args.data, "split": split, "kind": data.kind, "side": side}
+    info.update(seed=record.get("seed"), generator=record.get("generator"))
+    return {
+        **result,
+        "default": default,
+        "steps": args.steps,
+        "T_max": t_max,
+        "n_sup": n_sup,
+        "data": info,
+        "model": model_summary(model, args.checkpoint),
+        **provenance(),
+    }
+
+
+# -----------------------------------------------------------------------------
+# Language models on the command line
+
+
 def _format(row: dict[str, Any]) -> str:
     parts = [f"loss {row['loss']:.4f}", f"ppl {row['ppl']:.3f}"]
     if "bpb" in row:
@@ -330,7 +462,8 @@ def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
         max_depth(model)  # a model without depth fails here, before any work
     seq_len = args.seq_len or model.config.max_seq_len
     windows, bytes_per_token = load_eval_data(args.data, args.split, seq_len, tokenizer)
-    kwargs = dict(batch_size=args.batch_size, max_batches=args.batches, progress=True)
+    batch_size = 8 if args.batch_size is None else args.batch_size
+    kwargs = dict(batch_size=batch_size, max_batches=args.batches, progress=True)
     kwargs["bytes_per_token"] = bytes_per_token
     default = evaluate_lm(model, windows, steps=args.steps, **kwargs)
     print(f"{args.data} {args.split}: {_format(default)} ({default['tokens']} tokens)")
@@ -357,18 +490,37 @@ def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _checkpoint_dir(args: argparse.Namespace) -> str:
+    """CHECKPOINT or --model DIR (the same thing; one of them, once)."""
+    if args.model and args.checkpoint and Path(args.model) != Path(args.checkpoint):
+        raise ValueError(
+            f"two checkpoints given ({args.checkpoint} and --model {args.model}); give one"
+        )
+    directory = args.model or args.checkpoint
+    if not directory:
+        raise ValueError("no checkpoint: give attractor eval CHECKPOINT or --model DIR")
+    return directory
+
+
 def cli_eval(args: argparse.Namespace) -> int:
-    """`attractor eval`: print loss, ppl and bpb; with --sweep write JSON and a PNG."""
+    """`attractor eval`: print loss, ppl and bpb; with --sweep write JSON and a PNG. A grid
+    model: exact and cell accuracy on a puzzle split; with --depths or --sweep against T,
+    written as JSON and a PNG (CHECKPOINT/puzzle_depth.json unless --out)."""
+    grid = False
     try:
-        result = _run_eval(args)
+        args.checkpoint = _checkpoint_dir(args)
+        grid = is_grid_checkpoint(args.checkpoint)
+        result = _run_puzzle_eval(args) if grid else _run_eval(args)
     except (ValueError, OSError) as err:
         print(f"attractor eval: {err}", file=sys.stderr)
         return 2
-    out = args.out or (Path(args.checkpoint) / "depth_sweep.json" if args.sweep else None)
+    sweep = args.sweep or bool(grid and args.depths)
+    name = "puzzle_depth.json" if grid else "depth_sweep.json"
+    out = args.out or (Path(args.checkpoint) / name if sweep else None)
     if out is not None:
         path = write_json(out, result)
         print(f"wrote {path}")
-        if args.sweep:
+        if sweep:
             from attractor.plots import plot_results
 
             print(f"wrote {plot_results(result, path.with_suffix('.png'))}")
@@ -386,20 +538,34 @@ def _depth_list(text: str) -> list[int]:
 
 
 def add_eval_parser(sub: Any) -> None:
-    p = sub.add_parser("eval", help="validation loss, perplexity, bits per byte; depth sweep")
+    p = sub.add_parser("eval", help="loss, perplexity, bits per byte; puzzle accuracy; depth sweep")
     p.add_argument(
-        "checkpoint", help="a directory with config.json, model.safetensors and tokenizer.json"
+        "checkpoint",
+        nargs="?",
+        help="a directory with config.json, model.safetensors and (language models) tokenizer.json",
     )
-    p.add_argument("--data", default="pydoc", help="'pydoc' or a prepared data directory")
-    p.add_argument("--split", default="val", help="which split to evaluate (default val)")
+    p.add_argument("--model", metavar="DIR", help="the checkpoint directory (same as CHECKPOINT)")
+    p.add_argument(
+        "--data",
+        default="pydoc",
+        help="'pydoc' or a prepared data directory; for a grid model a puzzle split directory",
+    )
+    p.add_argument(
+        "--split", default="val", help="which split to evaluate (default val; puzzles: test)"
+    )
     p.add_argument("--seq-len", type=int, help="window length (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, help="windows (default 8) or puzzles (100) a batch")
     p.add_argument("--batches", type=int, help="evaluate only the first N batches")
     p.add_argument("--steps", type=int, help="a fixed depth T for the plain evaluation")
-    p.add_argument("--sweep", action="store_true", help="quality against T and tol")
+    p.add_argument("--sweep", action="store_true", help="quality against T (and tol)")
     p.add_argument(
-        "--depths", type=_depth_list, help="comma-separated T values (default 0,1,2,4,...,T_max)"
+        "--depths",
+        type=_depth_list,
+        help="comma-separated T values (default 0,1,2,4,...,T_max); puzzles: implies --sweep",
     )
-    p.add_argument("--out", help="results JSON (with --sweep: CHECKPOINT/depth_sweep.json)")
+    p.add_argument(
+        "--out",
+        help="results JSON (with --sweep: CHECKPOINT/depth_sweep.json, or puzzle_depth.json)",
+    )
     p.add_argument("--device", default=default_device())
     p.set_defaults(run=cli_eval)

@@ -13,7 +13,7 @@ approximation of u:
 - ``neumann``  u ~ v + clip(J^T v)           (two Neumann terms, J^T v clipped per sample)
 - ``adjoint``  u = J^T u + v solved by Anderson or Picard (exact up to its tolerance)
 - ``phantom``  k damped steps y <- (1-a) y + a f(y) from y_k, backpropagated by autograd
-               (phantom gradients, Geng et al. 2021)
+               (phantom gradients, Geng et al. 2021); the value returned is still y*
 
 Memory holds one application of f (k for phantom), whatever the number of solver steps.
 """
@@ -62,6 +62,7 @@ def fixed_point(
     y_pre = y_pre.detach()  # y* = f(y_pre): recording f(y_pre) reproduces y* exactly
     if backward == "phantom":
         z = _phantom(f, y_pre, backward_steps, damping)
+        z = z + (y_star - z).detach()  # the value stays y*; the gradient is the phantom's
     else:
         y_leaf = y_pre.requires_grad_(backward != "onestep")
         z = f(y_leaf).to(y0.dtype)

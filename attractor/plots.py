@@ -4,6 +4,10 @@ A result names what it is in its "result" field; each known kind has one drawing
 - "depth_sweep" (from `attractor eval --sweep`): loss against the fixed depth T, with the
   adaptive runs at each tolerance placed at their mean iterations, and iterations against
   tolerance;
+- "puzzle_depth" (from `attractor eval --depths` and `make demo`): exact and cell accuracy
+  against the solver depth T per supervision step, the model's own depth as a line;
+- "training_curves" (from benchmarks/reasoning_cpu.py): exact accuracy against training
+  time, one line per model, one panel per task;
 - anything with a "trace" list (a solver's max relative residual per iteration, or a list
   of such traces): the residual on a log axis.
 """
@@ -97,6 +101,65 @@ def plot_trace(results: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def plot_puzzle_depth(results: dict[str, Any], out: Path) -> Path:
+    """Exact and cell accuracy against T, the adaptive solve as horizontal lines."""
+    plt = _pyplot()
+    rows, full = results["depth"], results["full"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for key, color, name in (("exact_acc", "C0", "exact"), ("cell_acc", "C1", "cells")):
+        ax.plot(
+            [r["T"] for r in rows],
+            [100 * r[key] for r in rows],
+            "o-",
+            color=color,
+            label=f"{name}, solver cut to T",
+        )
+        ax.axhline(
+            100 * full[key],
+            color=color,
+            ls="--",
+            lw=1,
+            label=f"{name}, adaptive ({full.get('solver_iters', 0):.1f} iterations)",
+        )
+    if rows:
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        ax.set_xticks([r["T"] for r in rows], [str(r["T"]) for r in rows])
+    ax.set_xlabel("solver iterations T per supervision step")
+    ax.set_ylabel("accuracy on held-out puzzles (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(
+        _title(results, f"accuracy against depth ({full['puzzles']} puzzles)"), fontsize=10
+    )
+    return _save(fig, out)
+
+
+def plot_training_curves(results: dict[str, Any], out: Path) -> Path:
+    """Exact accuracy against training seconds; one panel per task, one line per model."""
+    plt = _pyplot()
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+    for ax, (task, runs) in zip(axes[0], tasks.items(), strict=True):
+        for name, run in runs.items():
+            curve = run["curve"]
+            ax.plot(
+                [p["elapsed_s"] / 60 for p in curve],
+                [100 * p["exact_acc"] for p in curve],
+                "o-",
+                ms=3,
+                label=f"{name} ({run['params'] / 1e6:.2f}M)",
+            )
+        ax.set_xlabel("training time (minutes)")
+        ax.set_ylabel("exact accuracy, held-out (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(task, fontsize=10)
+    fig.suptitle(_title(results, "reasoning on CPU"), fontsize=10)
+    return _save(fig, out)
+
+
 def _save(fig: Any, out: Path) -> Path:
     """Lay out, write the PNG and free the figure."""
     fig.tight_layout()
@@ -105,7 +168,11 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
-PLOTTERS = {"depth_sweep": plot_depth_sweep}
+PLOTTERS = {
+    "depth_sweep": plot_depth_sweep,
+    "puzzle_depth": plot_puzzle_depth,
+    "training_curves": plot_training_curves,
+}
 
 
 def plot_results(results: dict[str, Any], out: str | Path) -> Path:

@@ -12,7 +12,11 @@ from attractor.models.attractor import AttractorConfig, AttractorLM
 from attractor.models.base import LanguageModel
 from attractor.models.deq import DEQ, DEQConfig
 from attractor.models.gpt import GPT, GPTConfig
+from attractor.models.grid_attractor import GridAttractor, GridAttractorConfig
+from attractor.models.grid_transformer import GridTransformer, GridTransformerConfig
 from attractor.models.looped import LoopedConfig, LoopedLM
+from attractor.models.reasoner import Reasoner, ReasonerConfig
+from attractor.models.trm import TRM, TRMConfig
 from attractor.solvers import SolverConfig
 
 # kind -> (model class, config dataclass)
@@ -21,6 +25,10 @@ KINDS: dict[str, tuple[type[LanguageModel], type]] = {
     "gpt": (GPT, GPTConfig),
     "looped": (LoopedLM, LoopedConfig),
     "deq": (DEQ, DEQConfig),
+    "reasoner": (Reasoner, ReasonerConfig),
+    "trm": (TRM, TRMConfig),
+    "grid_transformer": (GridTransformer, GridTransformerConfig),
+    "grid_attractor": (GridAttractor, GridAttractorConfig),
 }
 
 
@@ -45,6 +53,25 @@ def _attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverCon
         train_solver=solver,
         eval_solver=solver,
     )
+
+
+def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Small grid models for 2 CPU cores with 2-D structural positions, parameter-matched:
+    the recursive nets have 2 blocks, the one-pass models 2 blocks (1 + 1 for the attractor)."""
+    small = dict(dim=128, n_heads=4, positions="2d", n_sup=8)
+    solver = SolverConfig("anderson", tol=1e-2, max_iter=8, min_iter=2)
+    return {
+        "reasoner-cpu": (
+            "reasoner",
+            dict(small, n_layers=2, train_solver=solver, eval_solver=solver),
+        ),
+        "trm-cpu": ("trm", dict(small, n_layers=2)),
+        "grid-transformer-cpu": ("grid_transformer", dict(small, n_layers=2)),
+        "grid-attractor-cpu": (
+            "grid_attractor",
+            dict(small, n_backbone=1, n_head_layers=1, train_solver=solver, eval_solver=solver),
+        ),
+    }
 
 
 # name -> (kind, config fields); sizes from DESIGN.md section 3, "-cpu" for 2 CPU cores
@@ -87,6 +114,15 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "deq-140m": ("deq", dict(dim=1024, n_heads=8, n_layers=6)),
     "deq-cpu": ("deq", dict(vocab_size=4096, dim=256, n_heads=4, max_seq_len=512, n_layers=2)),
+    # grid puzzles (section 2.3): width 512, 8 heads, SwiGLU; the grid size and vocabulary
+    # come from the puzzle split at training time. "-cpu": the same shapes at width 128.
+    "reasoner-27m": ("reasoner", dict(n_layers=8)),
+    "reasoner-7m": ("reasoner", dict(n_layers=2)),
+    "trm-27m": ("trm", dict(n_layers=8)),
+    "trm-7m": ("trm", dict(n_layers=2)),
+    "grid-transformer-27m": ("grid_transformer", dict(n_layers=8)),
+    "grid-attractor-27m": ("grid_attractor", dict(n_backbone=4, n_head_layers=4)),
+    **_grid_cpu_presets(),
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -71,6 +71,19 @@ class SolverConfig:
             raise ValueError(f"solver: mixing must lie in (0, 1], got {self.mixing}")
         if self.tol < 0 or self.regularization < 0:
             raise ValueError("solver: tol and regularization must be non-negative")
+
+
+def solver_for(
+    train: SolverConfig, evaluate: SolverConfig, training: bool, steps: int | None = None
+) -> SolverConfig:
+    """A model's solve: its training or evaluation solver, or with ``steps`` exactly that many
+    f-evaluations (tol 0, the last iterate returned): what "inference depth T" means."""
+    base = train if training else evaluate
+    if steps is None:
+        return base
+    if steps < 0:
+        raise ValueError(f"solver: steps must be >= 0, got {steps}")
+    return replace(base, tol=0.0, min_iter=steps, max_iter=steps, return_last=True)
 
 
 @dataclass

@@ -13,7 +13,7 @@ def test_help_lists_subcommands(capsys):
 
 
 def test_demo_prints_both_traces_and_anderson_is_faster(capsys):
-    assert main(["demo"]) == 0
+    assert main(["demo", "solver"]) == 0
     out = capsys.readouterr().out
     evals = dict(re.findall(r"^(picard|anderson): (\d+) f-evaluations", out, flags=re.M))
     assert set(evals) == {"picard", "anderson"}

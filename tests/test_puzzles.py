@@ -154,3 +154,34 @@ def test_builders_write_reproducible_splits(tmp_path):
         _check_maze(m.question, m.answer)
     meta = json.loads((tmp_path / "m" / "split.json").read_text())
     assert set(meta["files"]) == {"train", "test"}
+
+
+def test_split_from_csv_draws_a_seeded_training_set_and_keeps_the_test_file(tmp_path):
+    from attractor.data.puzzles import load_split, question_hash, split_from_csv
+
+    shape = sudoku.SudokuShape(2, 2)
+    made = [sudoku.Puzzle("pub", q, a, r) for q, a, r in sudoku.generate_many(30, shape, seed=5)]
+    sudoku.write_csv(tmp_path / "pub_train.csv", made[:20])
+    sudoku.write_csv(tmp_path / "pub_test.csv", made[20:])
+    record = split_from_csv(
+        tmp_path / "split",
+        tmp_path / "pub_train.csv",
+        tmp_path / "pub_test.csv",
+        "sudoku",
+        8,
+        seed=1,
+    )
+    train, test, loaded = load_split(tmp_path / "split")
+    assert len(train) == 8 and len(test) == 10 and loaded["n_test"] == 10
+    public = {question_hash(p) for p in made[:20]}
+    assert {question_hash(p) for p in train} <= public
+    assert [question_hash(p) for p in test] == [question_hash(p) for p in made[20:]]
+    again = split_from_csv(
+        tmp_path / "again",
+        tmp_path / "pub_train.csv",
+        tmp_path / "pub_test.csv",
+        "sudoku",
+        8,
+        seed=1,
+    )
+    assert again["train_hashes"] == record["train_hashes"]

@@ -49,6 +49,7 @@ def write_rows(path: str | Path, rows: Iterable[tuple[str, str, str, int]]) -> N
             writer = csv.writer(f)
             writer.writerow(COLUMNS)
             writer.writerows(rows)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are as readable as any
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -192,6 +192,7 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are as readable as any
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -317,5 +318,30 @@ def build_maze_split(
     mazes = maze.generate_many(n + max(8, n // 20), size, seed, **generate_kwargs)
     train, test, record = make_split(mazes, n_train, n_test, seed)
     record["generator"] = {"size": size, "seed": seed, **generate_kwargs}
+    save_split(out_dir, train, test, record)
+    return record
+
+
+def split_from_csv(
+    out_dir: str | os.PathLike,
+    train_csv: str | os.PathLike,
+    test_csv: str | os.PathLike,
+    kind: str,
+    n_train: int = 1000,
+    n_test: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A recorded split from public CSV files (Sudoku-Extreme, Maze-Hard): ``n_train``
+    questions drawn from train_csv by a seeded permutation, the first ``n_test`` (default:
+    all) of test_csv; saved like a generated split. Returns the record."""
+    train, _, record = make_split(read_examples(train_csv, kind), n_train, 0, seed)
+    test = read_examples(test_csv, kind)
+    test = test[: len(test) if n_test is None else n_test]
+    record.update(
+        n_test=len(test),
+        test_indices=list(range(len(test))),
+        test_hashes=[question_hash(ex) for ex in test],
+        source={"train": str(train_csv), "test": str(test_csv)},
+    )
     save_split(out_dir, train, test, record)
     return record

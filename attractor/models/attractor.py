@@ -7,7 +7,6 @@ solver finds y* = f(y*; y0) starting from y0, and logits = E . RMSNorm(y*).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 from attractor.implicit import BACKWARDS, fixed_point, spectral_radius
 from attractor.layers import GatedBlock, KVCache, RMSNorm, init_weights
 from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.solvers import SolverConfig, SolverStats, solve
+from attractor.solvers import SolverConfig, SolverStats, solve, solver_for
 
 INJECTIONS = ("additive", "concat", "initial")
 STARTS = ("proposal", "zero", "noise")
@@ -225,12 +224,8 @@ class AttractorLM(LanguageModel):
 
     def solver_config(self, steps: int | None = None) -> SolverConfig:
         """The training or evaluation solver; with `steps`, exactly that many iterations."""
-        base = self.config.train_solver if self.training else self.config.eval_solver
-        if steps is None:
-            return base
-        if steps < 0:
-            raise ValueError(f"attractor: steps must be >= 0, got {steps}")
-        return dataclasses.replace(base, tol=0.0, min_iter=steps, max_iter=steps, return_last=True)
+        c = self.config
+        return solver_for(c.train_solver, c.eval_solver, self.training, steps)
 
     # ------------------------------------------------------------------ whole sequences
     def equilibrium(

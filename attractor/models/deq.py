@@ -24,7 +24,6 @@ couples every position's iterate) is out of scope.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from attractor.implicit import BACKWARDS, fixed_point
 from attractor.layers import RMSNorm, init_weights
 from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.solvers import SolverConfig, SolverStats, solve
+from attractor.solvers import SolverConfig, SolverStats, solve, solver_for
 
 
 def _train_solver() -> SolverConfig:
@@ -93,12 +92,8 @@ class DEQ(LanguageModel):
 
     def solver_config(self, steps: int | None = None) -> SolverConfig:
         """The solve this forward runs: the train or eval solver, or exactly `steps` evaluations."""
-        cfg = self.config.train_solver if self.training else self.config.eval_solver
-        if steps is None:
-            return cfg
-        if steps < 0:
-            raise ValueError(f"deq: steps must be >= 0, got {steps}")
-        return dataclasses.replace(cfg, tol=0.0, min_iter=steps, max_iter=steps, return_last=True)
+        c = self.config
+        return solver_for(c.train_solver, c.eval_solver, self.training, steps)
 
     def equilibrium(self, ids: Tensor, steps: int | None = None) -> tuple[Tensor, SolverStats]:
         """z* (B, T, C) solved from zero, with gradient by ``config.backward``, and the stats."""

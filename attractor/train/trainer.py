@@ -41,12 +41,13 @@ from attractor.train.optim import build_optimizer
 from attractor.train.schedule import lr_factor
 
 
-def build_run_model(spec: ModelSpec) -> LanguageModel:
-    """The preset with its overrides (nested configs such as solvers may be dicts)."""
+def build_run_model(spec: ModelSpec, data: dict[str, Any] | None = None) -> LanguageModel:
+    """The preset with `data`'s fields (a puzzle split's grid geometry), then the spec's
+    overrides on top (nested configs such as solvers may be dicts)."""
     from attractor.presets import model_from_config
 
     base = dataclasses.asdict(preset_config(spec.preset))
-    merged = _deep_merge(base, spec.overrides)
+    merged = _deep_merge(_deep_merge(base, data or {}), spec.overrides)
     return model_from_config(config_from_dict({"kind": PRESETS[spec.preset][0], **merged}))
 
 
@@ -62,6 +63,8 @@ def _deep_merge(base: dict, new: dict) -> dict:
 
 class LanguageModelingTask:
     """Next-token prediction on (x, y) windows, each rank reading its own shard."""
+
+    eval_fields = ("val_loss", "val_ppl")
 
     def __init__(self, cfg: DataConfig, info: DistInfo, vocab_size: int):
         self.cfg, self.info = cfg, info
@@ -136,12 +139,49 @@ class LanguageModelingTask:
         loss = float(total[0] / total[1].clamp_min(1))
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
 
+    def export(self, directory: Path) -> None:
+        """Save the tokenizer beside the exported model."""
+        self.tokenizer.save(directory)
+
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
         self._batches = self.sampler.batches(self.cfg.batch_size)
+
+
+def build_model_and_task(cfg: RunConfig, info: DistInfo) -> tuple[LanguageModel, Any]:
+    """The run's model on its device and the task that feeds it: next-token prediction for
+    language models, deep supervision on a puzzle split for grid models (whose grid size
+    and vocabulary come from the split)."""
+    from attractor.models.grid import GridModel
+    from attractor.presets import KINDS
+    from attractor.train.puzzle_task import PuzzleTask, split_geometry
+
+    if cfg.model.preset not in PRESETS:
+        preset_config(cfg.model.preset)  # raises the unknown-preset error
+    if issubclass(KINDS[PRESETS[cfg.model.preset][0]][0], GridModel):
+        geometry = _split_geometry_or_error(cfg.data.source, split_geometry)
+        model = build_run_model(cfg.model, geometry).to(info.device)
+        return model, PuzzleTask(cfg.data, info, model)
+    model = build_run_model(cfg.model).to(info.device)
+    return model, LanguageModelingTask(cfg.data, info, model.config.vocab_size)
+
+
+def _split_geometry_or_error(source: str, read: Any) -> dict[str, int]:
+    try:
+        return read(source)
+    except FileNotFoundError:
+        raise ValueError(
+            f"data.source: {source!r} holds no puzzle split (split.json); make one with "
+            "`attractor data puzzles --kind sudoku --out DIR`"
+        ) from None
+
+
+TIME_BAR = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+)
 
 
 class EMA:
@@ -173,7 +213,7 @@ class EMA:
 class MetricsLog:
     """metrics.csv (one row per logged step) and TensorBoard when it is installed."""
 
-    FIELDS = (
+    TRAIN_FIELDS = (
         "step",
         "loss",
         "lr_factor",
@@ -181,12 +221,12 @@ class MetricsLog:
         "tokens_per_s",
         "solver_iters",
         "skipped",
-        "val_loss",
-        "val_ppl",
+        "elapsed_s",
     )
 
-    def __init__(self, directory: Path, enabled: bool):
+    def __init__(self, directory: Path, enabled: bool, eval_fields: tuple[str, ...] = ()):
         self.enabled = enabled
+        self.fields = self.TRAIN_FIELDS + tuple(eval_fields)
         self.writer = None
         if not enabled:
             return
@@ -194,7 +234,7 @@ class MetricsLog:
         self.path = directory / "metrics.csv"
         if not self.path.exists():
             with self.path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(self.FIELDS)
+                csv.writer(fh).writerow(self.fields)
         with contextlib.suppress(ImportError):
             from torch.utils.tensorboard import SummaryWriter
 
@@ -204,7 +244,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", newline="") as fh:
-            csv.writer(fh).writerow([row.get(k, "") for k in self.FIELDS])
+            csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
         if self.writer is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -228,13 +268,13 @@ class Trainer:
             None if cfg.train.device == "auto" else cfg.train.device
         )
         torch.manual_seed(cfg.train.seed)
-        self.raw = build_run_model(cfg.model).to(self.info.device)
-        self.task = LanguageModelingTask(cfg.data, self.info, self.raw.config.vocab_size)
+        self.raw, self.task = build_model_and_task(cfg, self.info)
         self.model = wrap_model(self.raw, cfg.train.strategy, self.info)
         self.opt = build_optimizer(self.raw, cfg.optim)
         self.ema = EMA(self.raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.out_dir = Path(cfg.train.out_dir)
-        self.log = MetricsLog(self.out_dir, self.info.is_main)
+        self.log = MetricsLog(self.out_dir, self.info.is_main, self.task.eval_fields)
+        self.train_seconds = 0.0  # time in train_step, evaluation and checkpoints excluded
         self.step, self.bad_steps = 0, 0
         self.history: list[dict[str, Any]] = []
         self._resume()
@@ -248,7 +288,8 @@ class Trainer:
     def train_step(self) -> StepResult:
         """Accumulate gradients over micro-batches, clip, and step unless non-finite."""
         accum = self.cfg.train.grad_accum
-        self.opt.set_lr_factor(lr_factor(self.step, self.cfg.train.steps, self.cfg.schedule))
+        self.lr_factor = self._lr_factor()
+        self.opt.set_lr_factor(self.lr_factor)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.info.device)
         iters = []
@@ -310,34 +351,51 @@ class Trainer:
         if t.eval_every and self.step == 0:  # the untrained baseline
             self.log.write({"step": 0, **self.evaluate()})
         self.model.train()
-        while self.step < end:
+        while self.step < end and not self.out_of_time():
             start = time.perf_counter()
             result = self.train_step()
+            self.train_seconds += time.perf_counter() - start
             row = {
                 "step": self.step,
                 "loss": result.loss,
-                "lr_factor": lr_factor(self.step - 1, t.steps, self.cfg.schedule),
+                "lr_factor": self.lr_factor,
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens / (time.perf_counter() - start),
                 "solver_iters": result.solver_iters,
                 "skipped": int(result.skipped),
+                "elapsed_s": self.train_seconds,
             }
-            if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.steps):
+            last = self.step == t.steps or self.out_of_time()
+            evaluated = t.eval_every > 0 and (self.step % t.eval_every == 0 or last)
+            if evaluated:
                 row.update(self.evaluate())
-            if self.step % t.log_every == 0 or "val_loss" in row or result.skipped:
+            if self.step % t.log_every == 0 or evaluated or result.skipped:
                 self.log.write(row)
             self.history.append(row)
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save()
             if bar is not None:
-                bar.update(1)
+                bar.update(1 if bar.unit == "it" else round(self.train_seconds, 1) - bar.n)
                 bar.set_postfix(_postfix(row))
         if bar is not None:
             bar.close()
         self.save()
-        if self.step >= t.steps:
+        if self.step >= t.steps or self.out_of_time():
             self.export()
         return row
+
+    def out_of_time(self) -> bool:
+        """True once train.time_budget_s (when set) of training steps have run."""
+        budget = self.cfg.train.time_budget_s
+        return budget > 0 and self.train_seconds >= budget
+
+    def _lr_factor(self) -> float:
+        """The schedule at this step; with a time budget, at the larger of the step's and
+        the elapsed time's share of the run (warm-up stays in steps)."""
+        t, step = self.cfg.train, self.step
+        if t.time_budget_s > 0 and step >= self.cfg.schedule.warmup_steps:
+            step = max(step, int(t.steps * self.train_seconds / t.time_budget_s))
+        return lr_factor(min(step, t.steps), t.steps, self.cfg.schedule)
 
     def export(self) -> Path:
         """The finished model (EMA weights when kept) with its tokenizer, as a checkpoint
@@ -349,7 +407,7 @@ class Trainer:
             )
             with weights:
                 self.raw.save_pretrained(str(directory))
-            self.task.tokenizer.save(directory)
+            self.task.export(directory)
         return directory
 
     def _progress(self, end: int):
@@ -357,6 +415,16 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
+        budget = self.cfg.train.time_budget_s
+        if budget > 0:  # the bar counts training seconds
+            return tqdm(
+                total=budget,
+                initial=round(self.train_seconds, 1),
+                unit="s",
+                desc="train",
+                dynamic_ncols=True,
+                bar_format=TIME_BAR,
+            )
         return tqdm(total=end, initial=self.step, desc="train", dynamic_ncols=True)
 
     # ------------------------------------------------------------------ checkpoints
@@ -365,6 +433,7 @@ class Trainer:
             "config": to_dict(self.cfg),
             "step": self.step,
             "bad_steps": self.bad_steps,
+            "train_seconds": self.train_seconds,
             "model": self.raw.state_dict(),
             "optimizer": self.opt.state_dict(),
             "ema": None if self.ema is None else self.ema.shadow,
@@ -392,6 +461,7 @@ class Trainer:
         if self.ema is not None and state["ema"] is not None:
             self.ema.shadow = state["ema"]
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         self.task.load_state_dict(state["data"][self.info.rank])
         set_rng_state(state["rng"][self.info.rank])
 
@@ -402,4 +472,6 @@ def _postfix(row: dict[str, Any]) -> dict[str, str]:
         out["iters"] = f"{row['solver_iters']:.1f}"
     if "val_loss" in row:
         out["val"] = f"{row['val_loss']:.3f}"
+    if "exact_acc" in row:
+        out["exact"] = f"{row['exact_acc']:.3f}"
     return out

@@ -1,0 +1,282 @@
+"""`attractor data puzzles`: generate a seeded Sudoku or maze split and save it.
+
+    attractor data puzzles --kind sudoku --box 2x3 --out data/sudoku6 [--minimal]
+    attractor data puzzles --kind maze --size 12 --out data/maze12
+
+The split (train.csv, test.csv, split.json; `attractor.data.puzzles.save_split`) is built in
+a hidden folder beside --out and moved into place when complete, so a failed or interrupted
+run leaves nothing behind. An --out that already holds a different split is refused unless
+--force. Bad input is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attractor.data import puzzles, sudoku
+
+SPLIT_FILES = ("train.csv", "test.csv", "split.json")  # split.json last: it marks completion
+PREFIX = "attractor data: "
+_SUDOKU_ONLY = ("box", "minimal", "max_givens", "min_backtracks", "max_backtracks", "workers")
+_MAZE_ONLY = ("size", "min_path", "loops")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def parse_box(text: str) -> tuple[int, int]:
+    """'2x3' -> (2, 3); only the shapes a grid string's length identifies (2x2, 2x3, 3x3)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None:
+        raise ValueError(f"--box: expected ROWSxCOLS like 2x3, got {text!r}")
+    box = (int(match[1]), int(match[2]))
+    if box not in {(s.box_rows, s.box_cols) for s in sudoku.SHAPES.values()}:
+        raise ValueError(f"--box: {text} is not supported; use 2x2 (4x4), 2x3 (6x6) or 3x3 (9x9)")
+    return box
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name in ("n_train", "n_test"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+
+
+def _sudoku_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of `build_sudoku_split` from the command line (checked)."""
+    wrong = _given(args, _MAZE_ONLY)
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: maze options; --kind sudoku takes --box ...")
+    box = parse_box(args.box or "2x3")
+    cells = sudoku.SudokuShape(*box).cells
+    generate: dict[str, Any] = {}
+    if args.minimal and args.max_givens is not None:
+        raise ValueError("--minimal and --max-givens exclude each other; give one of them")
+    if args.minimal:
+        generate["minimal"] = True
+    if args.max_givens is not None:
+        if not 0 < args.max_givens < cells:
+            raise ValueError(f"--max-givens must be in 1..{cells - 1}, got {args.max_givens}")
+        generate["max_givens"] = args.max_givens
+    for name in ("min_backtracks", "max_backtracks"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+            generate[name] = value
+    lo, hi = generate.get("min_backtracks", 0), generate.get("max_backtracks")
+    if hi is not None and hi < lo:
+        raise ValueError(f"--max-backtracks {hi} is below --min-backtracks {lo}")
+    workers = 2 if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    return dict(box=box, workers=workers, **generate)
+
+
+def _maze_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of `build_maze_split` from the command line (checked)."""
+    wrong = _given(args, _SUDOKU_ONLY)
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: sudoku options; --kind maze takes --size ...")
+    size = 12 if args.size is None else args.size
+    if size < 5:
+        raise ValueError(f"--size must be at least 5, got {size}")
+    plan: dict[str, Any] = {"size": size}
+    if args.min_path is not None:
+        if args.min_path < 0:
+            raise ValueError(f"--min-path must be >= 0, got {args.min_path}")
+        plan["min_path"] = args.min_path
+    if args.loops is not None:
+        if not 0.0 <= args.loops <= 1.0:
+            raise ValueError(f"--loops is a fraction in [0, 1], got {args.loops}")
+        plan["loops"] = args.loops
+    return plan
+
+
+def plan_split(args: argparse.Namespace) -> dict[str, Any]:
+    """The builder's keyword arguments (without out_dir); ValueError on bad input."""
+    if args.kind not in puzzles.KINDS:
+        raise ValueError(f"--kind: unknown puzzle kind {args.kind!r}; use sudoku or maze")
+    _check_counts(args)
+    plan = _sudoku_plan(args) if args.kind == "sudoku" else _maze_plan(args)
+    return dict(plan, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+
+
+def split_identity(kind: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """What split.json records about how the split was made, as JSON would read it back."""
+    generate = {k: v for k, v in plan.items() if k not in ("n_train", "n_test", "workers")}
+    if kind == "sudoku":
+        generate["box"] = list(generate["box"])
+    seed = plan["seed"]
+    identity = dict(kind=kind, seed=seed, n_train=plan["n_train"], n_test=plan["n_test"])
+    identity["generator"] = {**generate, "seed": seed}
+    return json.loads(json.dumps(identity))
+
+
+# ----------------------------------------------------------------------------- output folder
+
+
+def _existing_identity(out: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((out / "split.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {k: record.get(k) for k in ("kind", "seed", "n_train", "n_test", "generator")}
+
+
+def check_out(out: Path, identity: dict[str, Any], force: bool) -> None:
+    """Refuse a file, or a folder holding something other than this very split (no --force)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; pass a directory")
+    if not out.is_dir() or force or not any(out.iterdir()):
+        return
+    existing = _existing_identity(out)
+    if existing is None:
+        raise ValueError(
+            f"--out: {out} is not empty and holds no puzzle split; choose another --out "
+            "or pass --force to write the split into it"
+        )
+    if existing != identity:
+        counts = f"{existing['n_train']}+{existing['n_test']}"
+        raise ValueError(
+            f"--out: {out} holds a different split ({existing['kind']} {counts}, seed "
+            f"{existing['seed']}, generator {existing['generator']}); "
+            "choose another --out or pass --force to replace it"
+        )
+
+
+def _missing_ancestors(path: Path) -> list[Path]:
+    """path and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move a finished split into place: a rename, or file by file with split.json last."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    (out / "split.json").unlink(missing_ok=True)
+    for name in SPLIT_FILES:
+        os.replace(tmp / name, out / name)
+    tmp.rmdir()
+
+
+def build_split(kind: str, plan: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Build the split in a hidden folder beside out_dir, then move it there; the record.
+
+    Nothing is left behind on failure (nor any parent folder this call created).
+    """
+    target = Path(out_dir).resolve()
+    created = _missing_ancestors(target.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        builder = puzzles.build_sudoku_split if kind == "sudoku" else puzzles.build_maze_split
+        record = builder(tmp, **plan)
+        _publish(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for directory in reversed(created):  # deepest first; only if still empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    return record
+
+
+def summary(kind: str, out: str | Path, seconds: float) -> str:
+    """One line: counts, mean givens (Sudoku) or path length (maze), time, where."""
+    train, test, record = puzzles.load_split(out)
+    if kind == "sudoku":
+        n = sudoku.shape_for_length(train[0].question.size).n
+        size = f"{n}x{n} sudoku"
+
+        def mean(xs: list) -> float:
+            return float(np.mean([int((p.question != 0).sum()) for p in xs]))
+
+        what = "givens"
+    else:
+        size = f"{train[0].size}x{train[0].size} maze"
+
+        def mean(xs: list) -> float:
+            return float(np.mean([m.rating for m in xs]))
+
+        what = "path length"
+    rating = float(np.mean([ex.rating for ex in train + test]))
+    extra = f", mean rating {rating:.2f} backtracks" if kind == "sudoku" else ""
+    return (
+        f"{size}: {record['n_train']} train + {record['n_test']} test puzzles (seed "
+        f"{record['seed']}), mean {what} {mean(train):.1f} train / {mean(test):.1f} test"
+        f"{extra}, in {seconds:.1f} s -> {out}"
+    )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register `puzzles` under `attractor data`."""
+    p = subparsers.add_parser(
+        "puzzles",
+        help="generate a seeded Sudoku or maze train/test split",
+        description="Generate distinct puzzles, split them into disjoint train and test sets "
+        "by a seeded permutation and write train.csv, test.csv and split.json to --out.",
+    )
+    p.add_argument("--kind", required=True, help="sudoku or maze")
+    p.add_argument("--out", required=True, help="the directory to write")
+    p.add_argument("--n-train", type=int, default=1000, help="training puzzles (default 1000)")
+    p.add_argument("--n-test", type=int, default=1000, help="test puzzles (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of generation and split")
+    p.add_argument("--force", action="store_true", help="replace a different split in --out")
+    s = p.add_argument_group("sudoku")
+    s.add_argument("--box", help="box shape: 2x2 (4x4 grid), 2x3 (6x6, default) or 3x3 (9x9)")
+    s.add_argument("--minimal", action="store_true", help="remove givens until none can go")
+    s.add_argument("--max-givens", type=int, help="stop carving at this many givens or fewer")
+    s.add_argument("--min-backtracks", type=int, help="lowest rating kept (solver backtracks)")
+    s.add_argument("--max-backtracks", type=int, help="highest rating kept")
+    s.add_argument("--workers", type=int, help="generator processes (default 2)")
+    m = p.add_argument_group("maze")
+    m.add_argument("--size", type=int, help="grid side N (default 12)")
+    m.add_argument("--min-path", type=int, help="keep paths longer than this (default: hard)")
+    m.add_argument("--loops", type=float, help="fraction of extra doors (default 0.02)")
+    p.set_defaults(run=_cli)
+
+
+def _cli(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    try:
+        plan = plan_split(args)
+        check_out(Path(args.out), split_identity(args.kind, plan), args.force)
+        build_split(args.kind, plan, args.out)
+        line = summary(args.kind, args.out, time.perf_counter() - start)
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"{PREFIX}{err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PREFIX}interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(line)
+    return 0

@@ -1,0 +1,219 @@
+"""What every grid-puzzle model shares (DESIGN.md section 2.3).
+
+A grid model reads a flattened puzzle of L cells (token ids, `attractor.data.puzzles`) and
+predicts every cell at once. Its input x is the embedded grid behind a learned prefix of
+P positions; the halting logit is read at prefix position 0. Positions are either the
+paper's 1-D learned table or 2-D structural embeddings (row + column, + box for Sudoku):
+
+    x_i = s * (E[t_i] + pos_i),   pos_i = R[row_i] + C[col_i] + X[box_i]   (2-D)
+
+with s = sqrt(C) and every table initialised N(0, 1 / C) (TRM's embedding scale), so
+positions start as loud as tokens: a grid's structure is most of what a solver needs.
+
+Recurrent models (the reasoner, TRM) carry a latent state from one supervision step to
+the next (`initial_carry`, `GridOutput.carry`); the others predict from scratch each time.
+The loss is TRM's stable-max cross-entropy (Wang et al. 2025, arXiv 2510.04871, after
+Prieto et al. 2025): s(v) = v + 1 for v >= 0 and 1 / (1 - v) below, p_i = s(v_i) / sum_j s(v_j).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attractor.layers import Block, RMSNorm, init_weights
+from attractor.models.base import IGNORE_INDEX, LanguageModel
+from attractor.solvers import SolverStats
+
+POSITIONS = ("1d", "2d")
+
+
+@dataclass
+class GridConfig:
+    """Fields every grid model has. A Sudoku of box_rows x box_cols boxes has side
+    box_rows * box_cols; a maze sets box_rows = box_cols = 0 and gives `side`."""
+
+    vocab_size: int = 11  # 0 pad, 1 blank, 2..10 digits (9 x 9 Sudoku)
+    side: int = 9  # grid side N: L = N * N cells
+    box_rows: int = 3  # 0 for grids without boxes (mazes)
+    box_cols: int = 3
+    positions: str = "1d"  # 1d: a learned table over the sequence | 2d: row + col (+ box)
+    n_prefix: int = 1  # learned prefix positions; the halting logit reads position 0
+    dim: int = 512
+    n_heads: int = 8
+    mlp_ratio: float = 4.0  # SwiGLU's hidden width is 2/3 of this x dim (same parameters)
+    mlp: str = "swiglu"
+    n_sup: int = 16  # supervision steps (recurrent models), all of them at evaluation
+    halt_explore: float = 0.1  # chance a training sample must run a random minimum of steps
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"grid: unknown positions {self.positions!r}; choose {POSITIONS}")
+        if self.box_rows and self.box_rows * self.box_cols != self.side:
+            raise ValueError(
+                f"grid: boxes of {self.box_rows} x {self.box_cols} do not tile a side of "
+                f"{self.side}; set side = box_rows * box_cols (or box_rows = 0 for mazes)"
+            )
+        if self.n_prefix < 1 or self.n_sup < 1:
+            raise ValueError("grid: n_prefix and n_sup must be at least 1")
+
+    @property
+    def cells(self) -> int:
+        return self.side * self.side
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.n_prefix + self.cells
+
+
+@dataclass
+class GridOutput:
+    """logits (B, L, V) over the cells; halt_logits (B,); carry: the detached state the next
+    supervision step starts from (None for models without one); solver: fixed-point stats."""
+
+    logits: Tensor
+    halt_logits: Tensor
+    carry: Tensor | None = None
+    solver: SolverStats | None = None
+
+
+def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean over labelled cells of -log p_label, p = s(v) / sum s(v) (module docstring);
+    computed in float64 as TRM does, labels == -100 ignored."""
+    v = logits.double()
+    s = torch.where(v >= 0, v + 1.0, 1.0 / (1.0 - v))
+    logp = s.log() - s.sum(dim=-1, keepdim=True).log()
+    mask = labels != IGNORE_INDEX
+    picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return -(picked * mask).sum().float() / mask.sum().clamp_min(1)
+
+
+class PostNormBlock(Block):
+    """TRM's block: h = N(x + Attn(x)); out = N(h + MLP(h)). Outputs have unit RMS per
+    token, which keeps a recursion of the same block bounded."""
+
+    def forward(self, x: Tensor, cache=None, value_embed=None) -> Tensor:
+        h = self.norm1(x + self.attn(x, cache, value_embed))
+        return self.norm2(h + self.mlp(h))
+
+
+def mlp_hidden(c: GridConfig) -> int:
+    """MLP width: mlp_ratio x dim, times 2/3 for SwiGLU (TRM / LLaMA convention)."""
+    return int(round(c.mlp_ratio * c.dim * (2 / 3 if c.mlp == "swiglu" else 1.0)))
+
+
+def grid_blocks(c: GridConfig, n: int, post_norm: bool = False) -> nn.ModuleList:
+    """n bidirectional blocks shaped by a grid config (post-norm for recursive nets)."""
+    block = PostNormBlock if post_norm else Block
+    return nn.ModuleList(
+        block(c.dim, c.n_heads, mlp_hidden(c), causal=False, mlp=c.mlp,
+              max_seq_len=c.max_seq_len)
+        for _ in range(n)
+    )  # fmt: skip
+
+
+def structure(c: GridConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """Row, column and box index of each cell, each (L,) long; box is 0 without boxes."""
+    cell = torch.arange(c.cells)
+    row, col = cell // c.side, cell % c.side
+    if not c.box_rows:
+        return row, col, torch.zeros_like(cell)
+    return row, col, (row // c.box_rows) * (c.side // c.box_cols) + col // c.box_cols
+
+
+class GridEmbedding(nn.Module):
+    """x = s * [prefix; E[tokens] + pos] of shape (B, P + L, C) (module docstring)."""
+
+    def __init__(self, c: GridConfig):
+        super().__init__()
+        self.config = c
+        self.scale = math.sqrt(c.dim)
+        self.tokens = nn.Embedding(c.vocab_size, c.dim)
+        self.prefix = nn.Parameter(torch.zeros(c.n_prefix, c.dim))
+        if c.positions == "1d":
+            self.pos = nn.Embedding(c.cells, c.dim)
+        else:
+            self.rows, self.cols = nn.Embedding(c.side, c.dim), nn.Embedding(c.side, c.dim)
+            self.boxes = nn.Embedding(c.side, c.dim) if c.box_rows else None
+            names = ("row_index", "col_index", "box_index")
+            for name, index in zip(names, structure(c), strict=True):
+                self.register_buffer(name, index, persistent=False)
+
+    def positions(self) -> Tensor:
+        """pos (L, C)."""
+        if self.config.positions == "1d":
+            return self.pos.weight
+        pos = self.rows(self.row_index) + self.cols(self.col_index)
+        return pos if self.boxes is None else pos + self.boxes(self.box_index)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        B, L = inputs.shape
+        if self.config.cells != L:
+            raise ValueError(
+                f"grid model: expected {self.config.cells} cells ({self.config.side} x "
+                f"{self.config.side}), got {L}; use a model built for this puzzle size"
+            )
+        x = self.tokens(inputs) + self.positions()  # (B, L, C)
+        prefix = self.prefix.to(x.dtype).expand(B, -1, -1)  # (B, P, C)
+        return self.scale * torch.cat((prefix, x), dim=1)
+
+    def reset_parameters(self) -> None:
+        """Every table (and the prefix) ~ N(0, 1 / C)."""
+        std = 1.0 / self.scale
+        for p in self.parameters():
+            nn.init.normal_(p, 0.0, std)
+
+
+class GridReadout(nn.Module):
+    """Cell logits W RMSNorm(y_cells) (B, L, V) and the halting logit w . y_0 (B,)."""
+
+    def __init__(self, c: GridConfig):
+        super().__init__()
+        self.n_prefix = c.n_prefix
+        self.norm = RMSNorm(c.dim)
+        self.out = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.halt = nn.Linear(c.dim, 1)
+
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.out(self.norm(y[:, self.n_prefix :]))
+        return logits, self.halt(y[:, 0]).squeeze(-1).float()
+
+
+class GridModel(LanguageModel):
+    """Base class of the grid-puzzle models: embed, a model-specific middle, read out.
+
+    Subclasses implement `forward(inputs, carry=None, steps=None) -> GridOutput`; recurrent
+    ones set `recurrent = True` and implement `initial_carry`.
+    """
+
+    recurrent: bool = False
+    config: GridConfig
+
+    def initial_carry(self, batch_size: int) -> Tensor | None:
+        """The state of supervision step 0, (B, ...) with the batch first; None if stateless."""
+        return None
+
+    def _init(self, n_layers: int) -> None:
+        """GPT-style initialisation, then a halting head biased to keep going (TRM: -5)."""
+        c = self.config
+        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * max(n_layers, 1)))
+        self.embed.reset_parameters()
+        nn.init.zeros_(self.readout.halt.weight)
+        nn.init.constant_(self.readout.halt.bias, -5.0)
+
+
+def halting_targets(logits: Tensor, labels: Tensor) -> Tensor:
+    """1.0 where every labelled cell of the grid is predicted right, else 0.0: (B,)."""
+    right = (logits.argmax(dim=-1) == labels) | (labels == IGNORE_INDEX)
+    return right.all(dim=-1).float()
+
+
+def halting_loss(out: GridOutput, labels: Tensor) -> Tensor:
+    """BCE of the halting logit against "the whole grid is right" (TRM's Q-halt loss)."""
+    target = halting_targets(out.logits.detach(), labels)
+    return F.binary_cross_entropy_with_logits(out.halt_logits, target)

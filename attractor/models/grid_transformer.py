@@ -1,0 +1,47 @@
+"""Fixed-depth bidirectional Transformer on grids: the no-recursion baseline.
+
+logits = Readout(Blocks(x)), one pass of n pre-norm bidirectional blocks; no carried state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from attractor.models.grid import (
+    GridConfig,
+    GridEmbedding,
+    GridModel,
+    GridOutput,
+    GridReadout,
+    grid_blocks,
+)
+
+
+@dataclass
+class GridTransformerConfig(GridConfig):
+    n_layers: int = 8
+
+
+class GridTransformer(GridModel):
+    kind = "grid_transformer"
+
+    def __init__(self, config: GridTransformerConfig):
+        super().__init__()
+        self.config = c = config
+        self.embed = GridEmbedding(c)
+        self.blocks = grid_blocks(c, c.n_layers)
+        self.readout = GridReadout(c)
+        self._init(c.n_layers)
+
+    def forward(
+        self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
+    ) -> GridOutput:
+        if steps is not None:
+            raise ValueError("grid_transformer: a fixed-depth model has no solver steps to set")
+        h = self.embed(inputs)
+        for block in self.blocks:
+            h = block(h)
+        logits, halt = self.readout(h)
+        return GridOutput(logits, halt)

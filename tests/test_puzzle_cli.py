@@ -1,0 +1,108 @@
+import hashlib
+
+import pytest
+
+from attractor.cli import main
+from attractor.data import maze, puzzles, sudoku
+
+SMALL = ["--n-train", "20", "--n-test", "20"]
+
+
+def _sudoku_args(out, *extra):
+    argv = ["data", "puzzles", "--kind", "sudoku", "--box", "2x3", "--out", str(out)]
+    return [*argv, *SMALL, "--workers", "1", *extra]
+
+
+def _digests(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()}
+
+
+def _one_error_line(capsys, message):
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attractor data: "), lines
+    assert message in lines[0]
+
+
+def test_data_help_names_puzzle_splits(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "text corpora or puzzle splits" in capsys.readouterr().out
+
+
+def test_builds_a_6x6_sudoku_split_that_load_split_reads_back(tmp_path, capsys):
+    out = tmp_path / "sudoku6"
+    assert main(_sudoku_args(out, "--minimal")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    assert "6x6 sudoku: 20 train + 20 test" in lines[0] and "mean givens" in lines[0]
+    train, test, record = puzzles.load_split(out)
+    assert (len(train), len(test), record["kind"]) == (20, 20, "sudoku")
+    assert record["generator"] == {"box": [2, 3], "seed": 0, "minimal": True}
+    assert all(p.question.size == 36 and sudoku.is_solution(p.answer, p.question) for p in test)
+    mean_givens = sum(int((p.question != 0).sum()) for p in train) / 20
+    assert f"mean givens {mean_givens:.1f} train" in lines[0]
+
+
+def test_builds_a_maze_split_that_load_split_reads_back(tmp_path, capsys):
+    out = tmp_path / "maze9"
+    argv = ["data", "puzzles", "--kind", "maze", "--size", "9", "--out", str(out)]
+    assert main([*argv, "--n-train", "5", "--n-test", "4", "--seed", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "9x9 maze: 5 train + 4 test" in line and "mean path length" in line
+    train, test, record = puzzles.load_split(out)
+    assert (len(train), len(test), record["seed"]) == (5, 4, 3)
+    assert all(m.size == 9 and m.rating == len(maze.shortest_path(m.question)) - 1 for m in train)
+
+
+def test_same_split_again_is_rebuilt_identically(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_sudoku_args(out)) == 0
+    before = _digests(out)
+    assert main(_sudoku_args(out)) == 0
+    assert _digests(out) == before
+
+
+def test_a_different_split_in_out_is_refused_unless_force(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_sudoku_args(out)) == 0
+    before = _digests(out)
+    capsys.readouterr()
+    assert main(_sudoku_args(out, "--seed", "1")) == 2
+    _one_error_line(capsys, "holds a different split")
+    assert _digests(out) == before
+    assert main(_sudoku_args(out, "--seed", "1", "--force")) == 0
+    assert puzzles.load_split(out)[2]["seed"] == 1
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(_sudoku_args(out)) == 2
+    _one_error_line(capsys, "holds no puzzle split")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--kind", "kakuro"], "unknown puzzle kind 'kakuro'"),
+        (["--box", "2x5"], "--box: 2x5 is not supported"),
+        (["--box", "two"], "expected ROWSxCOLS"),
+        (["--n-train", "0"], "--n-train must be at least 1, got 0"),
+        (["--minimal", "--max-givens", "12"], "exclude each other"),
+        (["--kind", "maze", "--size", "4"], "--size must be at least 5"),
+        (["--kind", "maze", "--box", "2x3"], "--box: sudoku options"),
+        (["--kind", "maze", "--workers", "2"], "--workers: sudoku options"),
+        (["--kind", "maze", "--size", "7", "--min-path", "99"], "out of reach"),  # in the builder
+        (["--max-backtracks", "1", "--min-backtracks", "2"], "below --min-backtracks"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_no_files(tmp_path, capsys, extra, message):
+    out = tmp_path / "new" / "split"
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(out), *SMALL, *extra]
+    assert main(argv) == 2
+    _one_error_line(capsys, message)
+    assert list(tmp_path.iterdir()) == []
