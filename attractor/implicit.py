@@ -5,15 +5,18 @@ At y* = f(y*), with v = dL/dy* and J = df/dy at y*, the implicit function theore
 for every tensor theta that f closes over (DEQ, Bai et al. 2019). The forward solve runs
 without autograd; then one application z = f(y_k) is recorded with autograd at the solver's
 pre-image y_k (the iterate whose image is the returned y*, so z equals y* exactly and the
-value does not depend on whether gradients are on). Gradients reach parameters through the
-ordinary graph (and through DDP's hooks). A hook on z swaps the incoming v for an
-approximation of u:
+value does not depend on whether gradients are on; phantom with k > 1 is the exception,
+below). Gradients reach parameters through the ordinary graph (and through DDP's hooks).
+A hook on z swaps the incoming v for an approximation of u:
 
 - ``onestep``  u ~ v                         (Jacobian-free backprop, Fung et al. 2022)
 - ``neumann``  u ~ v + clip(J^T v)           (two Neumann terms, J^T v clipped per sample)
 - ``adjoint``  u = J^T u + v solved by Anderson or Picard (exact up to its tolerance)
 - ``phantom``  k damped steps y <- (1-a) y + a f(y) from y_k, backpropagated by autograd
-               (phantom gradients, Geng et al. 2021); the value returned is still y*
+               (phantom gradients, Geng et al. 2021). The value is that of the k steps
+               (y* itself when k = 1 and a = 1): a loss on it gets the exact gradient of
+               the computation it sees, even when the solver stopped short of y*. Training
+               then sees up to k - 1 more steps than evaluation, as in torchdeq.
 
 Memory holds one application of f (k for phantom), whatever the number of solver steps.
 """
@@ -62,7 +65,6 @@ def fixed_point(
     y_pre = y_pre.detach()  # y* = f(y_pre): recording f(y_pre) reproduces y* exactly
     if backward == "phantom":
         z = _phantom(f, y_pre, backward_steps, damping)
-        z = z + (y_star - z).detach()  # the value stays y*; the gradient is the phantom's
     else:
         y_leaf = y_pre.requires_grad_(backward != "onestep")
         z = f(y_leaf).to(y0.dtype)

@@ -59,7 +59,7 @@ def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
     """Small grid models for 2 CPU cores with 2-D structural positions, parameter-matched:
     the recursive nets have 2 blocks, the one-pass models 2 blocks (1 + 1 for the attractor)."""
     small = dict(dim=128, n_heads=4, positions="2d", n_sup=8)
-    solver = SolverConfig("anderson", tol=1e-2, max_iter=8, min_iter=2)
+    solver = SolverConfig("anderson", tol=1e-2, max_iter=6, min_iter=2)
     return {
         "reasoner-cpu": (
             "reasoner",

@@ -3,7 +3,8 @@
 Every model trains through the shared trainer on the same split, with the same recipe
 (configs/<task>.yaml), for the same budget of training seconds (evaluation excluded); the
 held-out exact accuracy is logged against training time, and the final (EMA) model is
-evaluated on every held-out puzzle. Tasks:
+evaluated on every held-out puzzle. Runs go two at a time, one thread each (2 cores), so every model
+gets the same share of the machine. Tasks:
 
 - sudoku6-cpu: 6 x 6 (2 x 3 boxes), minimal unique puzzles, 1000 train / 1000 test;
 - sudoku9-cpu: 9 x 9, unique, at most 32 givens;
@@ -17,10 +18,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
@@ -30,7 +37,7 @@ from attractor.data.puzzles import (  # noqa: E402
     PuzzleDataset,
     build_maze_split,
     build_sudoku_split,
-    load_split,  # noqa: E402
+    load_split,
 )
 from attractor.plots import plot_results  # noqa: E402
 from attractor.pretrained import load_pretrained  # noqa: E402
@@ -69,7 +76,7 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
 
 def train_one(task: str, preset: str, data_dir: Path, minutes: float, work: Path) -> dict:
     """Train `preset` on the task for `minutes` of training steps; its curve and final
-    held-out metrics (every test puzzle)."""
+    held-out metrics (every test puzzle), also written to the run's result.json."""
     config, _ = TASKS[task]
     run_dir = work / task / preset
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -87,13 +94,34 @@ def train_one(task: str, preset: str, data_dir: Path, minutes: float, work: Path
     final = evaluate_puzzles(model, PuzzleDataset(test, record["kind"], augment=False))
     print(f"{task} {preset}: exact {100 * final['exact_acc']:.1f} % after "
           f"{trainer.train_seconds / 60:.1f} min, {trainer.step} steps", flush=True)  # fmt: skip
-    return {
+    result = {
         "params": model.num_params(),
         "steps": trainer.step,
         "train_seconds": trainer.train_seconds,
+        "threads": torch.get_num_threads(),
         "final": final,
         "curve": curve(run_dir),
     }
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def run_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> None:
+    """Every (task, preset) as its own process, `args.jobs` at a time with
+    `args.threads` threads each, so that concurrent runs share the cores evenly."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    waiting, running = list(jobs), []
+    while waiting or running:
+        while waiting and len(running) < args.jobs:
+            task, preset = waiting.pop(0)
+            cmd = [sys.executable, __file__, "--one", f"{task}:{preset}", "--minutes",
+                   str(args.minutes), "--data", args.data, "--work", args.work]  # fmt: skip
+            running.append(subprocess.Popen(cmd, env=env))
+        time.sleep(2)
+        failed = [p for p in running if p.poll() not in (None, 0)]
+        if failed:
+            sys.exit(f"reasoning_cpu: {' '.join(failed[0].args)} failed")
+        running = [p for p in running if p.poll() is None]
 
 
 def main() -> None:
@@ -101,23 +129,42 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated presets")
     ap.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     ap.add_argument("--data", default="data/bench", help="where the splits are made once")
     ap.add_argument("--work", default="runs/reasoning_cpu", help="run directories")
     ap.add_argument("--name", default="reasoning_cpu", help="results/NAME.json and .png")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # TASK:PRESET, run by run_all
     args = ap.parse_args()
-    tasks: dict[str, dict] = {}
-    for task in args.tasks.split(","):
+    if args.one:
+        task, preset = args.one.split(":")
+        train_one(task, preset, Path(args.data) / task, args.minutes, Path(args.work))
+        return
+    tasks, presets = args.tasks.split(","), args.models.split(",")
+    for task in tasks:
         if task not in TASKS:
             sys.exit(f"reasoning_cpu: unknown task {task!r}; choose from {', '.join(TASKS)}")
-        data_dir = Path(args.data) / task
-        if not (data_dir / "split.json").is_file():
-            TASKS[task][1](data_dir)
-        tasks[task] = {}
-        for preset in args.models.split(","):
-            tasks[task][preset] = train_one(task, preset, data_dir, args.minutes, Path(args.work))
-            result = {"result": "training_curves", "minutes": args.minutes, "tasks": tasks}
-            path = write_result(args.name, result)  # after every model: a partial run counts
+        if not (Path(args.data) / task / "split.json").is_file():
+            TASKS[task][1](Path(args.data) / task)
+    run_all([(t, p) for t in tasks for p in presets], args)
+    results = {
+        t: {p: json.loads((Path(args.work) / t / p / "result.json").read_text()) for p in presets}
+        for t in tasks
+    }
+    result = {
+        "result": "training_curves",
+        "minutes": args.minutes,
+        "jobs": args.jobs,
+        "threads_per_run": args.threads,
+        "tasks": results,
+    }
+    path = write_result(args.name, result)
     plot_results(result, RESULTS / f"{args.name}.png")
+    for t in tasks:
+        for p in presets:
+            final = results[t][p]["final"]
+            print(f"{t:12s} {p:22s} exact {100 * final['exact_acc']:5.1f} %  "
+                  f"cells {100 * final['cell_acc']:5.1f} %")  # fmt: skip
     print(f"wrote {path} and its .png")
 
 

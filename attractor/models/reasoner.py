@@ -90,7 +90,8 @@ class Reasoner(GridModel):
         self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
     ) -> GridOutput:
         """One supervision step from `carry` (step 0 when None); `steps` cuts the solver to
-        exactly that many iterations of G (0 decodes the carried state)."""
+        exactly that many iterations of G (0 decodes the carried state). With gradients the
+        output is the k phantom steps from the solver's last pre-image (k - 1 past y*)."""
         c = self.config
         x = self.embed(inputs)  # (B, S, C)
         start = self.initial_carry(inputs.shape[0]) if carry is None else carry

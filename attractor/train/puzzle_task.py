@@ -8,8 +8,8 @@ next `next_batch` refills it with a fresh, freshly augmented puzzle from this ra
 Models without a carried state run one step per puzzle.
 
 Loss per step: stable-max cross-entropy over every cell + 0.5 x BCE of the halting logit
-against "the whole grid is right" (TRM). The carried state is not checkpointed: a resumed
-run starts its in-flight puzzles over.
+against "the whole grid is right" (TRM; one-pass models train the head too, unused).
+The carried state is not checkpointed: a resumed run starts its in-flight puzzles over.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ class PuzzleTask:
         """One supervision step of every row; moves the rows' state and halting on."""
         inputs, labels, carry = batch
         out = model(inputs, carry=carry)
-        loss = stablemax_cross_entropy(out.logits, labels)
-        if unwrap(model).recurrent:
-            loss = loss + HALT_WEIGHT * halting_loss(out, labels)
+        # every model trains its halting head (a one-pass model's is only reported), so
+        # every parameter gets a gradient, as DDP requires
+        loss = stablemax_cross_entropy(out.logits, labels) + HALT_WEIGHT * halting_loss(out, labels)
         self._advance(out)
         return loss, out
 
