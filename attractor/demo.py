@@ -4,7 +4,7 @@
 seeded split of minimal 6 x 6 puzzles, train `reasoner-cpu` through the shared trainer for
 a fixed wall-clock budget (configs/sudoku6-cpu.yaml), then evaluate the exported (EMA)
 model on the 1000 held-out puzzles at its own depth and with the solver cut to T = 0, 1,
-2, 4, 8 iterations, and draw accuracy against depth.
+2, 4, 6 iterations per supervision step, and draw accuracy against depth.
 
 `block_problem` and `residual_traces` are the attractor-head fixed point that
 `attractor demo solver` and the solver benchmark use.
@@ -74,7 +74,7 @@ def solver_demo() -> None:
         print(f"{method}: {len(t)} f-evaluations, final residual {t[-1]:.2e}")
 
 
-DEMO_DEPTHS = [0, 1, 2, 4, 8]
+DEMO_DEPTHS = [0, 1, 2, 4, 6]  # reasoner-cpu's T_max is 6
 
 
 def sudoku_demo(
@@ -118,5 +118,7 @@ def sudoku_demo(
     for row in result["depth"]:
         print(f"exact accuracy at T = {row['T']}: {100 * row['exact_acc']:.1f} %  "
               f"(cells {100 * row['cell_acc']:.1f} %)")  # fmt: skip
+    print("(T = 0: no solver iteration in any supervision step, so the latents never leave "
+          "their initial state: the reasoner has no proposal to fall back on)")  # fmt: skip
     print(f"wrote {path} and {png}")
     return result

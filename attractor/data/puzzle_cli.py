@@ -12,12 +12,8 @@ run leaves nothing behind. An --out that already holds a different split is refu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
-import secrets
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from attractor.data import puzzles, sudoku
+from attractor.data.staging import publish, staging
 
-SPLIT_FILES = ("train.csv", "test.csv", "split.json")  # split.json last: it marks completion
 PREFIX = "attractor data: "
 _SUDOKU_ONLY = ("box", "minimal", "max_givens", "min_backtracks", "max_backtracks", "workers")
 _MAZE_ONLY = ("size", "min_path", "loops")
@@ -165,45 +161,15 @@ def check_out(out: Path, identity: dict[str, Any], force: bool) -> None:
         )
 
 
-def _missing_ancestors(path: Path) -> list[Path]:
-    """path and its parents that do not exist yet, outermost first."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    return missing[::-1]
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished split into place: a rename, or file by file with split.json last."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    (out / "split.json").unlink(missing_ok=True)
-    for name in SPLIT_FILES:
-        os.replace(tmp / name, out / name)
-    tmp.rmdir()
-
-
 def build_split(kind: str, plan: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """Build the split in a hidden folder beside out_dir, then move it there; the record.
 
     Nothing is left behind on failure (nor any parent folder this call created).
     """
-    target = Path(out_dir).resolve()
-    created = _missing_ancestors(target.parent)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    try:
-        builder = puzzles.build_sudoku_split if kind == "sudoku" else puzzles.build_maze_split
+    builder = puzzles.build_sudoku_split if kind == "sudoku" else puzzles.build_maze_split
+    with staging(out_dir) as tmp:
         record = builder(tmp, **plan)
-        _publish(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for directory in reversed(created):  # deepest first; only if still empty
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
+        publish(tmp, out_dir, "split.json")
     return record
 
 

@@ -36,8 +36,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
-import shutil
 import sys
 import time
 from collections import deque
@@ -50,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from attractor.data.lm import document_score, pydoc_documents
+from attractor.data.staging import publish, staging
 from attractor.data.tokenizer import (
     TOKENIZER_FILE,
     BPETokenizer,
@@ -496,19 +495,6 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise ValueError(f"data: {out} already holds a prepared dataset; pass --overwrite")
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a finished dataset into place: a rename, or file by file with meta.json last."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    (out / META_FILE).unlink(missing_ok=True)
-    for old in [*out.glob("train_*.bin"), *out.glob("val_*.bin")]:
-        old.unlink()
-    for new in sorted(tmp.iterdir(), key=lambda p: p.name == META_FILE):
-        os.replace(new, out / new.name)
-    tmp.rmdir()
-
-
 def prepare_text(
     source: str,
     out_dir: str | Path,
@@ -550,12 +536,7 @@ def prepare_text(
     if workers is None:  # a pool costs seconds to start; one process already uses all cores
         workers = default_workers() if scan.chars >= POOL_MIN_CHARS else 1
 
-    target = out.resolve()
-    created = _missing_ancestors(target.parent)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    tmp.mkdir()  # not tempfile.mkdtemp: that one is private (0700)
-    try:
+    with staging(out) as tmp:
         tok.save(tmp)
         writers = {name: _ShardWriter(tmp, name, shard_tokens) for name in SPLITS}
         n_chunks = math.ceil(scan.chars / chunk_chars)
@@ -593,23 +574,8 @@ def prepare_text(
         if source.startswith("hf:"):
             meta.update(split=split, data_files=data_files)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _publish(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for directory in reversed(created):  # deepest first; only if still empty
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
+        publish(tmp, out, META_FILE, stale=("train_*.bin", "val_*.bin"))
     return meta
-
-
-def _missing_ancestors(path: Path) -> list[Path]:
-    """path and its parents that do not exist yet, outermost first."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    return missing[::-1]
 
 
 # ---------------------------------------------------------------------------- reading

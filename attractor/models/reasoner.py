@@ -58,19 +58,21 @@ class RecursiveNet(torch.nn.Module):
         return h
 
 
-class Reasoner(GridModel):
-    kind = "reasoner"
+class LatentPairModel(GridModel):
+    """What the reasoner and TRM share: the embedding, one recursive net, the readout, and
+    TRM's fixed random initial latents (y, z), carried between supervision steps. The fixed
+    point does not depend on where the solver starts, so the initial latents receive no
+    gradient: they are buffers, not parameters."""
+
     recurrent = True
 
-    def __init__(self, config: ReasonerConfig):
+    def __init__(self, config: GridConfig, n_layers: int):
         super().__init__()
         self.config = c = config
         self.embed = GridEmbedding(c)
-        self.net = RecursiveNet(c, c.n_layers)
+        self.net = RecursiveNet(c, n_layers)
         self.readout = GridReadout(c)
-        self._init(c.n_layers)
-        # TRM's fixed starting latents: the fixed point does not depend on where the solver
-        # starts, so they receive no gradient and are buffers, not parameters.
+        self._init(n_layers)
         self.register_buffer("y_init", torch.randn(c.dim))
         self.register_buffer("z_init", torch.randn(c.dim))
 
@@ -78,6 +80,13 @@ class Reasoner(GridModel):
         """(y, z) at step 0: (B, 2, P + L, C)."""
         state = torch.stack((self.y_init, self.z_init))  # (2, C)
         return state[None, :, None].expand(batch_size, 2, self.config.max_seq_len, -1).clone()
+
+
+class Reasoner(LatentPairModel):
+    kind = "reasoner"
+
+    def __init__(self, config: ReasonerConfig):
+        super().__init__(config, config.n_layers)
 
     def update(self, state: Tensor, x: Tensor) -> Tensor:
         """G(y, z) of the module docstring on the stacked state (B, 2, S, C)."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attractor.models.grid import GridConfig, GridEmbedding, GridModel, GridOutput, GridReadout
-from attractor.models.reasoner import RecursiveNet
+from attractor.models.grid import GridConfig, GridOutput
+from attractor.models.reasoner import LatentPairModel
 
 
 @dataclass
@@ -28,26 +28,13 @@ class TRMConfig(GridConfig):
     inner: int = 6  # n
 
 
-class TRM(GridModel):
+class TRM(LatentPairModel):
     kind = "trm"
-    recurrent = True
 
     def __init__(self, config: TRMConfig):
-        super().__init__()
-        self.config = c = config
-        if c.cycles < 1 or c.inner < 1:
+        if config.cycles < 1 or config.inner < 1:
             raise ValueError("trm: cycles (H) and inner (n) must be at least 1")
-        self.embed = GridEmbedding(c)
-        self.net = RecursiveNet(c, c.n_layers)
-        self.readout = GridReadout(c)
-        self._init(c.n_layers)
-        self.register_buffer("y_init", torch.randn(c.dim))
-        self.register_buffer("z_init", torch.randn(c.dim))
-
-    def initial_carry(self, batch_size: int) -> Tensor:
-        """(y, z) at step 0: (B, 2, P + L, C)."""
-        state = torch.stack((self.y_init, self.z_init))  # (2, C)
-        return state[None, :, None].expand(batch_size, 2, self.config.max_seq_len, -1).clone()
+        super().__init__(config, config.n_layers)
 
     def forward(
         self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
