@@ -375,7 +375,8 @@ class Trainer:
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self.save()
             if bar is not None:
-                bar.update(1 if bar.unit == "it" else round(self.train_seconds, 1) - bar.n)
+                seconds = min(round(self.train_seconds, 1), bar.total)  # the last step overshoots
+                bar.update(1 if bar.unit == "it" else seconds - bar.n)
                 bar.set_postfix(_postfix(row))
         if bar is not None:
             bar.close()
