@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: test demo lint smoke bench-solver bench-reasoning clean
+.PHONY: test demo lint smoke bench bench-quick bench-solver bench-reasoning clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -29,6 +29,28 @@ smoke: $(STAMP)
 lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks
 	.venv/bin/ruff format --check attractor tests benchmarks
+
+# Every claim of the paper re-measured at CPU scale (benchmarks/, about 2.3 hours on 2 cores):
+# results in benchmarks/results/*.json with a PNG beside each.
+bench: $(STAMP)
+	$(PY) benchmarks/lm_pareto.py
+	$(PY) benchmarks/internalization.py
+	$(PY) benchmarks/memory_vs_depth.py
+	$(PY) benchmarks/ablations.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/reasoning_cpu.py --minutes 5 --name reasoning_cpu_bench
+
+# The same scripts with tiny budgets (a few minutes; CI runs it): *_quick results.
+bench-quick: $(STAMP)
+	$(PY) benchmarks/lm_pareto.py --tokens 16384 --batch 4 --evals 2 --eval-batches 2 \
+		--work runs/lm_pareto_quick --name lm_pareto_quick
+	$(PY) benchmarks/internalization.py --runs runs/lm_pareto_quick --deq-steps 5 \
+		--eval-windows 8 --name internalization_quick
+	$(PY) benchmarks/memory_vs_depth.py --depths 4,8 --seq-len 64 --name memory_vs_depth_quick
+	$(PY) benchmarks/ablations.py --variants baseline,adjoint,concat --steps 4 --name ablations_quick
+	$(PY) benchmarks/throughput.py --steps 4 --warmup 1 --name throughput_quick
+	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 \
+		--work runs/reasoning_cpu_quick --name reasoning_cpu_quick
 
 bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0

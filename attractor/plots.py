@@ -8,6 +8,15 @@ A result names what it is in its "result" field; each known kind has one drawing
   against the solver depth T per supervision step, the model's own depth as a line;
 - "training_curves" (from benchmarks/reasoning_cpu.py): exact accuracy against training
   time, one line per model, one panel per task;
+- "memory_vs_depth" (from benchmarks/memory_vs_depth.py): saved-for-backward MiB and peak
+  RSS increase of one training step against the depth T, one line per configuration;
+- "lm_pareto" (from benchmarks/lm_pareto.py): validation perplexity against training FLOPs
+  and against training time, one line per model;
+- "ablations" (from benchmarks/ablations.py): validation perplexity and training step time
+  per variant, horizontal bars grouped by family, the baseline as a dashed line;
+- "internalization" (from benchmarks/internalization.py): perplexity against the inference
+  depth T (attractor, looped), training solver iterations against the step (attractor,
+  DEQ), and each model's state trajectory over T on two principal components;
 - anything with a "trace" list (a solver's max relative residual per iteration, or a list
   of such traces): the residual on a log axis.
 """
@@ -160,6 +169,183 @@ def plot_training_curves(results: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def plot_lm_pareto(results: dict[str, Any], out: Path) -> Path:
+    """Validation perplexity against training FLOPs and against training time, per model."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for preset, r in results["models"].items():
+        curve = [p for p in r["curve"] if p["step"] > 0]
+        label = f"{preset} ({r['params'] / 1e6:.1f}M)"
+        axes[0].plot([p["train_flops"] for p in curve], [p["val_ppl"] for p in curve], "o-",
+                     label=label)  # fmt: skip
+        axes[1].plot([p["elapsed_s"] / 60 for p in curve], [p["val_ppl"] for p in curve], "o-",
+                     label=label)  # fmt: skip
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("training FLOPs (counted from the iterations run)")
+    axes[1].set_xlabel("training time (min)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_ylabel("validation perplexity")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(results, f"language modelling, {results['tokens_per_model']:,} tokens"))
+    return _save(fig, out)
+
+
+def _ablation_rows(variants: dict[str, Any]) -> tuple[list[str], list[tuple[float, str, dict]]]:
+    """The families in order of first appearance and (y, name, numbers) per variant, top
+    to bottom, grouped by family with a gap between families."""
+    if not isinstance(variants, dict) or not variants:
+        raise ValueError("'variants' must be a non-empty mapping of name to numbers")
+    families = list(dict.fromkeys(v["family"] for v in variants.values()))
+    rows, y = [], 0.0
+    for family in families:
+        for name, v in variants.items():
+            if v["family"] == family:
+                rows.append((y, name, v))
+                y += 1.0
+        y += 0.5
+    return families, rows
+
+
+def plot_ablations(results: dict[str, Any], out: Path) -> Path:
+    """Validation perplexity and median step time per variant: horizontal bars, one colour
+    and block per family, the baseline as a dashed line and each bar's difference to it.
+    The perplexity axis starts near the smallest value, so small differences show."""
+    plt = _pyplot()
+    variants = results["variants"]
+    families, rows = _ablation_rows(variants)
+    base = variants.get("baseline")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.38 * rows[-1][0]), sharey=True)
+    panels = (("val_ppl", "validation perplexity (axis cut)"), ("step_s", "step time (s)"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for pos, _, v in rows:
+            ax.barh(pos, v[key], color=f"C{families.index(v['family']) % 10}", height=0.8)
+            text = f"{v[key]:.1f}" if key == "val_ppl" else f"{v[key]:.2f}"
+            if base is not None:
+                text += (f" ({v[key] - base[key]:+.1f})" if key == "val_ppl"
+                         else f" ({v[key] / base[key]:.2f}x)")  # fmt: skip
+            ax.annotate(text, (v[key], pos), xytext=(3, 0), fontsize=7,
+                        textcoords="offset points", va="center")  # fmt: skip
+        if base is not None:
+            ax.axvline(base[key], color="k", ls="--", lw=1)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, axis="x")
+    values = [v["val_ppl"] for _, _, v in rows]
+    lo, hi = min(values), max(values)
+    left = max(0.0, lo - 0.5 * (hi - lo) - 0.02 * hi)
+    axes[0].set_xlim(left, hi + 0.3 * (hi - left))
+    axes[1].set_xlim(0, 1.3 * max(v["step_s"] for _, _, v in rows))
+    names = [name if v["family"] == name else f"{v['family']}: {name}" for _, name, v in rows]
+    axes[0].set_yticks([r[0] for r in rows], names)
+    axes[0].invert_yaxis()
+    what = f"ablations, {results.get('steps', '?')} steps of "
+    what += f"{results.get('batch_size', '?')} x {results.get('seq_len', '?')} tokens"
+    fig.suptitle(_title(results, what), fontsize=10)
+    return _save(fig, out)
+
+
+def plot_memory_vs_depth(results: dict[str, Any], out: Path) -> Path:
+    """Saved-for-backward MiB and peak RSS increase of one training step against the depth
+    T (log2 axis), one line per configuration (paper Figure 5)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (("saved_mib", "saved for backward (MiB, parameters excluded)"),
+              ("peak_rss_increase_mib", "peak RSS increase of the step (MiB)"))  # fmt: skip
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, (name, entry) in enumerate(results["configs"].items()):
+            rows = entry["rows"]  # markers shrink line by line, so equal lines stay visible
+            marker = dict(marker="osD^v"[i % 5], ms=max(3.0, 8.0 - 1.5 * i))
+            ax.plot([r["T"] for r in rows], [r[key] for r in rows], "-", label=name, **marker)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(results["depths"], [str(t) for t in results["depths"]])
+        ax.set_xlabel("solver iterations / recurrences T")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    what = f"training memory against depth, {results['batch']} x {results['seq_len']} tokens"
+    fig.suptitle(_title(results, what), fontsize=10)
+    return _save(fig, out)
+
+
+def plot_internalization(results: dict[str, Any], out: Path) -> Path:
+    """Equilibrium internalization (paper Figures 6 and 7): perplexity against the inference
+    depth T per model, training solver iterations against the step (attractor and DEQ),
+    and each model's state trajectory over T on its first two principal components."""
+    plt = _pyplot()
+    trajectory = results["trajectory"]
+    panels = 2 + len(trajectory["models"])
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.4), squeeze=False)
+    _depth_panel(axes[0, 0], results["depth"], results["depths"])
+    _iterations_panel(axes[0, 1], results["solver_iters"])
+    for ax, (name, entry) in zip(axes[0, 2:], trajectory["models"].items(), strict=True):
+        _trajectory_panel(ax, name, entry, trajectory["T"])
+    what = (
+        f"equilibrium internalization: {results['eval_windows']} validation windows; "
+        f"trajectories of window {trajectory['window']}, position {trajectory['position']}"
+    )
+    fig.suptitle(_title(results, what), fontsize=10)
+    return _save(fig, out)
+
+
+def _depth_panel(ax: Any, models: dict[str, Any], depths: list[int]) -> None:
+    """Perplexity at each fixed T (log2 axis after 0; log y when it spans over 10x), each
+    model's own default depth a star."""
+    ppl = []
+    for i, (name, entry) in enumerate(models.items()):
+        rows, default = entry["depth"], entry["default"]
+        ppl += [r["ppl"] for r in rows] + [default["ppl"]]
+        ax.plot([r["T"] for r in rows], [r["ppl"] for r in rows], "o-", color=f"C{i}",
+                label=f"{name}, fixed T")  # fmt: skip
+        ax.scatter([default["T"]], [default["ppl"]], marker="*", s=140, color=f"C{i}",
+                   zorder=3, label=f"{name}, own depth (T = {default['T']:.1f})")  # fmt: skip
+    ax.set_xscale("symlog", base=2, linthresh=1)
+    ax.set_xticks(depths, [str(t) for t in depths])
+    if ppl and max(ppl) > 10 * min(ppl):
+        ax.set_yscale("log")
+    ax.set_xlabel("inference depth T (iterations / recurrences)")
+    ax.set_ylabel("validation perplexity")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+
+def _iterations_panel(ax: Any, runs: dict[str, Any]) -> None:
+    """Training solver iterations against the step, the attractor's and the DEQ's."""
+    for name in ("attractor", "deq"):
+        run, solver = runs[name], runs[name]["solver"]
+        curve = run["curve"]
+        label = f"{name} (tol {solver['tol']:g}, at most {solver['max_iter']})"
+        if "schedule" in run:
+            label += f", {run['steps']}-step schedule"
+        ax.plot([p["step"] for p in curve], [p["solver_iters"] for p in curve], ".-",
+                ms=3, lw=1, label=label)  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("solver iterations to tolerance")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _trajectory_panel(ax: Any, name: str, entry: dict[str, Any], depths: list[int]) -> None:
+    """The state at T = 0, 1, ... on two principal components, coloured and numbered by T."""
+    points = entry["pca"]
+    if len(points) != len(depths):
+        raise ValueError(f"{name}: {len(points)} trajectory points for {len(depths)} depths")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    ax.plot(xs, ys, "-", color="0.7", lw=1, zorder=1)
+    dots = ax.scatter(xs, ys, c=depths, cmap="viridis", s=28, zorder=2)
+    for t, x, y in zip(depths, xs, ys, strict=True):
+        if t & (t - 1) == 0:  # 0, 1, 2, 4, 8, 16: the rest would pile up near the end
+            ax.annotate(str(t), (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.figure.colorbar(dots, ax=ax, label="T")
+    explained = entry["explained"]
+    ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f} % of the variance)")
+    ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f} %)")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{name}: the last position's state, T = 0 .. {depths[-1]}", fontsize=9)
+
+
 def _save(fig: Any, out: Path) -> Path:
     """Lay out, write the PNG and free the figure."""
     fig.tight_layout()
@@ -172,6 +358,10 @@ PLOTTERS = {
     "depth_sweep": plot_depth_sweep,
     "puzzle_depth": plot_puzzle_depth,
     "training_curves": plot_training_curves,
+    "memory_vs_depth": plot_memory_vs_depth,
+    "lm_pareto": plot_lm_pareto,
+    "ablations": plot_ablations,
+    "internalization": plot_internalization,
 }
 
 

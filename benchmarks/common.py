@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from attractor.config import load_config
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -57,3 +63,57 @@ def write_result(name: str, numbers: dict) -> Path:
     tmp.write_text(json.dumps({**provenance(), **numbers}, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
+    """The rows of RUN_DIR/metrics.csv as numbers (empty cells become None)."""
+    with (Path(run_dir) / "metrics.csv").open() as fh:
+        return [
+            {k: float(v) if v not in ("", None) else None for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
+
+
+def train_in_subprocess(
+    config: str | None, sets: list[str], threads: int | None = None
+) -> dict[str, Any]:
+    """Run `attractor train CONFIG --set ...` in a child process (so that its peak memory is
+    its own) and return its wall seconds, peak resident memory (MiB) and metrics rows.
+
+    The run's directory is the config's train.out_dir; it is emptied first. A failed run
+    stops the benchmark with the child's exit status.
+    """
+    out_dir = Path(load_config(config, sets).train.out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", "attractor.cli", "train"]
+    cmd += ([config] if config else []) + [a for s in sets for a in ("--set", s)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"benchmark: {' '.join(cmd)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return {
+        "out_dir": str(out_dir),
+        "wall_s": wall,
+        "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "metrics": read_metrics(out_dir),
+    }
+
+
+PYDOCS = Path("data/pydocs")
+
+
+def ensure_pydocs(directory: Path = PYDOCS, vocab_size: int = 4096) -> Path:
+    """The python-docs corpus (DESIGN.md section 6) as token shards, made once with
+    `attractor data text --source python-docs --out DIRECTORY --vocab-size 4096
+    --val-fraction 0.05` (5 % of the documents held out: about 150K tokens)."""
+    if not (Path(directory) / "meta.json").is_file():
+        cmd = [sys.executable, "-m", "attractor.cli", "data", "text", "--source",
+               "python-docs", "--out", str(directory), "--vocab-size", str(vocab_size),
+               "--val-fraction", "0.05", "--no-progress"]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    return Path(directory)

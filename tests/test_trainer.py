@@ -259,3 +259,34 @@ def test_trains_on_prepared_token_shards(tmp_path):
     assert math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="neither pydoc, synthetic nor a directory"):
         Trainer(tiny_config(tmp_path / "run2", extra=["data.source=/no/such/dir"]))
+
+
+def test_train_flops_add_up_the_hand_counted_matmuls_of_every_step(tmp_path):
+    # gpt-cpu at TINY with 2 layers: per token, a block's weights cost 2 (2 d^2 + 2 d kv +
+    # 2 d 4d) and attention 4 d (T + 1) / 2 for causal T = 16; the unembedding 2 d V; a
+    # training step is 3 forwards (forward + backward). Value-embedding lookups are free.
+    d, vocab, seq, batch = 32, 257, 16, 4
+    block = 2 * (2 * d * d + 2 * d * d + 2 * d * 4 * d) + 4 * d * (seq + 1) / 2
+    per_token = 3 * (2 * block + 2 * d * vocab)
+    trainer = Trainer(tiny_config(tmp_path / "a", steps=3, log_every=1))
+    trainer.fit()
+    assert trainer.train_flops == pytest.approx(3 * batch * seq * per_token, rel=1e-9)
+    with (tmp_path / "a" / "metrics.csv").open() as fh:
+        logged = [float(r["train_flops"]) for r in csv.DictReader(fh) if r["train_flops"]]
+    assert logged == pytest.approx([k * batch * seq * per_token for k in (1, 2, 3)])
+    resumed = Trainer(tiny_config(tmp_path / "a", steps=5))
+    assert resumed.train_flops == pytest.approx(trainer.train_flops)
+
+
+def test_train_flops_of_the_attractor_count_the_solver_iterations_each_step_ran(tmp_path):
+    # attractor-cpu at TINY: 5 backbone blocks and 1 head block are backpropagated (3
+    # forwards), and the solve's n iterations each run the head block once more.
+    d, vocab, seq, batch = 32, 257, 16, 4
+    block = 2 * (2 * d * d + 2 * d * d + 2 * d * 4 * d) + 4 * d * (seq + 1) / 2
+    trainer = Trainer(tiny_config(tmp_path / "a", "attractor-cpu", steps=3))
+    assert (trainer.raw.config.n_backbone, trainer.raw.config.n_head_layers) == (5, 1)
+    for _ in range(3):
+        result = trainer.train_step()
+        per_token = 3 * (6 * block + 2 * d * vocab) + result.solver_iters * block
+        assert result.solver_iters >= 2
+        assert result.flops == pytest.approx(batch * seq * per_token, rel=1e-9)

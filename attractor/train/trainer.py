@@ -26,6 +26,7 @@ from attractor.config import DataConfig, ModelSpec, RunConfig, to_dict
 from attractor.data.lm import Windows, pydoc_documents, split_documents, token_stream
 from attractor.data.sampler import ShardedSampler
 from attractor.data.tokenizer import ByteTokenizer
+from attractor.flops import train_flops_per_token
 from attractor.models.base import LanguageModel, ModelOutput
 from attractor.presets import PRESETS, preset_config
 from attractor.pretrained import config_from_dict
@@ -123,6 +124,17 @@ class LanguageModelingTask:
         x, y = batch
         out = model(x, labels=y)
         return out.loss, out
+
+    def step_flops(self, model: LanguageModel, out: ModelOutput) -> float:
+        """Training FLOPs of one micro-batch, counted from the solver iterations (or the
+        looped model's depth) it ran: `attractor.flops.train_flops_per_token` x tokens."""
+        per_token = train_flops_per_token(
+            model,
+            self.cfg.seq_len,
+            solver_iters=float(out.solver.iters) if out.solver is not None else 0.0,
+            depth=getattr(model, "depth_used", None),
+        )
+        return per_token * self.tokens_per_batch()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: int) -> dict[str, float]:
@@ -222,6 +234,7 @@ class MetricsLog:
         "solver_iters",
         "skipped",
         "elapsed_s",
+        "train_flops",
     )
 
     def __init__(self, directory: Path, enabled: bool, eval_fields: tuple[str, ...] = ()):
@@ -257,6 +270,7 @@ class StepResult:
     grad_norm: float
     skipped: bool
     solver_iters: float | None
+    flops: float | None  # this step's training FLOPs over every process, when counted
 
 
 class Trainer:
@@ -275,6 +289,7 @@ class Trainer:
         self.out_dir = Path(cfg.train.out_dir)
         self.log = MetricsLog(self.out_dir, self.info.is_main, self.task.eval_fields)
         self.train_seconds = 0.0  # time in train_step, evaluation and checkpoints excluded
+        self.train_flops = 0.0  # counted from the iterations each step ran (LM tasks)
         self.step, self.bad_steps = 0, 0
         self.history: list[dict[str, Any]] = []
         self._resume()
@@ -292,7 +307,7 @@ class Trainer:
         self.opt.set_lr_factor(self.lr_factor)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.info.device)
-        iters = []
+        iters, flops = [], []
         for i in range(accum):
             batch = self.task.next_batch()
             no_sync = getattr(self.model, "no_sync", None)
@@ -305,6 +320,9 @@ class Trainer:
             loss_sum += loss.detach().float()
             if out.solver is not None:
                 iters.append(out.solver.iters)
+            step_flops = getattr(self.task, "step_flops", None)
+            if step_flops is not None:
+                flops.append(step_flops(self.raw, out) * self.info.world_size)
         clip = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
         loss_mean = all_reduce_mean(loss_sum / accum)
@@ -328,6 +346,7 @@ class Trainer:
             grad_norm=float(grad_norm),
             skipped=not finite,
             solver_iters=sum(iters) / len(iters) if iters else None,
+            flops=sum(flops) if flops else None,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -355,6 +374,7 @@ class Trainer:
             start = time.perf_counter()
             result = self.train_step()
             self.train_seconds += time.perf_counter() - start
+            self.train_flops += result.flops or 0.0
             row = {
                 "step": self.step,
                 "loss": result.loss,
@@ -364,6 +384,7 @@ class Trainer:
                 "solver_iters": result.solver_iters,
                 "skipped": int(result.skipped),
                 "elapsed_s": self.train_seconds,
+                "train_flops": self.train_flops if result.flops is not None else None,
             }
             last = self.step == t.steps or self.out_of_time()
             evaluated = t.eval_every > 0 and (self.step % t.eval_every == 0 or last)
@@ -435,6 +456,7 @@ class Trainer:
             "step": self.step,
             "bad_steps": self.bad_steps,
             "train_seconds": self.train_seconds,
+            "train_flops": self.train_flops,
             "model": self.raw.state_dict(),
             "optimizer": self.opt.state_dict(),
             "ema": None if self.ema is None else self.ema.shadow,
@@ -463,6 +485,7 @@ class Trainer:
             self.ema.shadow = state["ema"]
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.train_flops = state.get("train_flops", 0.0)
         self.task.load_state_dict(state["data"][self.info.rank])
         set_rng_state(state["rng"][self.info.rank])
 
