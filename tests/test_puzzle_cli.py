@@ -106,3 +106,50 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_files(tmp_path, capsys, extr
     assert main(argv) == 2
     _one_error_line(capsys, message)
     assert list(tmp_path.iterdir()) == []
+
+
+def _public_files(tmp_path):
+    """A public-format train and test file (Sudoku-Extreme's columns) of 4x4 puzzles."""
+    shape = sudoku.SudokuShape(2, 2)
+    made = [sudoku.Puzzle("pub", q, a, r) for q, a, r in sudoku.generate_many(30, shape, seed=3)]
+    sudoku.write_csv(tmp_path / "pub_train.csv", made[:20])
+    sudoku.write_csv(tmp_path / "pub_test.csv", made[20:])
+    return made
+
+
+def test_a_split_from_public_csv_files_draws_train_and_keeps_every_test(tmp_path, capsys):
+    made = _public_files(tmp_path)
+    out = tmp_path / "split"
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(out), "--n-train", "8",
+            "--train-csv", str(tmp_path / "pub_train.csv"),
+            "--test-csv", str(tmp_path / "pub_test.csv")]  # fmt: skip
+    assert main(argv) == 0
+    assert "8 train + 10 test" in capsys.readouterr().out
+    train, test, record = puzzles.load_split(out)
+    assert len(train) == 8 and len(test) == 10
+    public_train = {puzzles.question_hash(p) for p in made[:20]}
+    assert {puzzles.question_hash(p) for p in train} <= public_train
+    assert [puzzles.question_hash(p) for p in test] == [puzzles.question_hash(p) for p in made[20:]]
+    assert main(argv) == 2  # the folder now holds a split
+    _one_error_line(capsys, "not empty")
+    assert main([*argv, "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    "train, test, extra, message",
+    [
+        ("pub_train.csv", "pub_test.csv", ["--box", "2x2"], "--box: generator options"),
+        ("pub_train.csv", None, [], "go together"),
+        ("missing.csv", "pub_test.csv", [], "no such file"),
+    ],
+)
+def test_bad_csv_input_is_one_line_exit_2_and_leaves_no_files(
+    tmp_path, capsys, train, test, extra, message
+):
+    _public_files(tmp_path)
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(tmp_path / "new" / "split")]
+    argv += ["--train-csv", str(tmp_path / train), *extra]
+    argv += [] if test is None else ["--test-csv", str(tmp_path / test)]
+    assert main(argv) == 2
+    _one_error_line(capsys, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pub_test.csv", "pub_train.csv"]

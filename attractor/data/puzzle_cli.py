@@ -2,6 +2,8 @@
 
     attractor data puzzles --kind sudoku --box 2x3 --out data/sudoku6 [--minimal]
     attractor data puzzles --kind maze --size 12 --out data/maze12
+    attractor data puzzles --kind sudoku --train-csv train.csv --test-csv test.csv \
+        --out data/sudoku-extreme            # 1000 seeded from a public file, all its tests
 
 The split (train.csv, test.csv, split.json; `attractor.data.puzzles.save_split`) is built in
 a hidden folder beside --out and moved into place when complete, so a failed or interrupted
@@ -49,7 +51,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
 
 def _check_counts(args: argparse.Namespace) -> None:
     for name in ("n_train", "n_test"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be at least 1, got {getattr(args, name)}")
     if args.seed < 0:
@@ -107,13 +109,32 @@ def _maze_plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan
 
 
+def _csv_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of `split_from_csv` (the public files) from the command line."""
+    if (args.train_csv is None) != (args.test_csv is None):
+        raise ValueError("--train-csv and --test-csv go together; give both files")
+    wrong = _given(args, _SUDOKU_ONLY + _MAZE_ONLY)
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)}: generator options; with --train-csv the puzzles come "
+            "from the files"
+        )
+    return dict(train_csv=args.train_csv, test_csv=args.test_csv, kind=args.kind)
+
+
 def plan_split(args: argparse.Namespace) -> dict[str, Any]:
-    """The builder's keyword arguments (without out_dir); ValueError on bad input."""
+    """The builder's keyword arguments (without out_dir); ValueError on bad input.
+
+    From files (--train-csv): all of --test-csv unless --n-test; generated: 1000 + 1000."""
     if args.kind not in puzzles.KINDS:
         raise ValueError(f"--kind: unknown puzzle kind {args.kind!r}; use sudoku or maze")
     _check_counts(args)
+    n_train = 1000 if args.n_train is None else args.n_train
+    if args.train_csv is not None or args.test_csv is not None:
+        return dict(_csv_plan(args), n_train=n_train, n_test=args.n_test, seed=args.seed)
     plan = _sudoku_plan(args) if args.kind == "sudoku" else _maze_plan(args)
-    return dict(plan, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    n_test = 1000 if args.n_test is None else args.n_test
+    return dict(plan, n_train=n_train, n_test=n_test, seed=args.seed)
 
 
 def split_identity(kind: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -140,13 +161,18 @@ def _existing_identity(out: Path) -> dict[str, Any] | None:
     return {k: record.get(k) for k in ("kind", "seed", "n_train", "n_test", "generator")}
 
 
-def check_out(out: Path, identity: dict[str, Any], force: bool) -> None:
-    """Refuse a file, or a folder holding something other than this very split (no --force)."""
+def check_out(out: Path, identity: dict[str, Any] | None, force: bool) -> None:
+    """Refuse a file, or a folder holding something other than this very split (no --force).
+    identity None (a split read from files): any non-empty folder is refused."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {out} is a file; pass a directory")
     if not out.is_dir() or force or not any(out.iterdir()):
         return
     existing = _existing_identity(out)
+    if identity is None:
+        raise ValueError(
+            f"--out: {out} is not empty; choose another --out or pass --force to replace it"
+        )
     if existing is None:
         raise ValueError(
             f"--out: {out} is not empty and holds no puzzle split; choose another --out "
@@ -166,7 +192,12 @@ def build_split(kind: str, plan: dict[str, Any], out_dir: str | Path) -> dict[st
 
     Nothing is left behind on failure (nor any parent folder this call created).
     """
-    builder = puzzles.build_sudoku_split if kind == "sudoku" else puzzles.build_maze_split
+    if "train_csv" in plan:
+        builder: Any = puzzles.split_from_csv
+    elif kind == "sudoku":
+        builder = puzzles.build_sudoku_split
+    else:
+        builder = puzzles.build_maze_split
     with staging(out_dir) as tmp:
         record = builder(tmp, **plan)
         publish(tmp, out_dir, "split.json")
@@ -213,10 +244,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kind", required=True, help="sudoku or maze")
     p.add_argument("--out", required=True, help="the directory to write")
-    p.add_argument("--n-train", type=int, default=1000, help="training puzzles (default 1000)")
-    p.add_argument("--n-test", type=int, default=1000, help="test puzzles (default 1000)")
+    p.add_argument("--n-train", type=int, help="training puzzles (default 1000)")
+    p.add_argument(
+        "--n-test", type=int, help="test puzzles (default 1000; from files: all of them)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of generation and split")
     p.add_argument("--force", action="store_true", help="replace a different split in --out")
+    f = p.add_argument_group("from public files (Sudoku-Extreme, Maze-Hard CSV)")
+    f.add_argument("--train-csv", help="draw --n-train puzzles from this file (seeded)")
+    f.add_argument("--test-csv", help="the test puzzles: the first --n-test of this file")
     s = p.add_argument_group("sudoku")
     s.add_argument("--box", help="box shape: 2x2 (4x4 grid), 2x3 (6x6, default) or 3x3 (9x9)")
     s.add_argument("--minimal", action="store_true", help="remove givens until none can go")
@@ -235,7 +271,8 @@ def _cli(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         plan = plan_split(args)
-        check_out(Path(args.out), split_identity(args.kind, plan), args.force)
+        identity = None if "train_csv" in plan else split_identity(args.kind, plan)
+        check_out(Path(args.out), identity, args.force)
         build_split(args.kind, plan, args.out)
         line = summary(args.kind, args.out, time.perf_counter() - start)
     except (ValueError, RuntimeError, OSError) as err:
