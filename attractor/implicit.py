@@ -66,12 +66,11 @@ def fixed_point(
     if backward == "phantom":
         z = _phantom(f, y_pre, backward_steps, damping)
     else:
-        y_leaf = y_pre.requires_grad_(backward != "onestep")
-        z = f(y_leaf).to(y0.dtype)
+        z = f(y_pre).to(y0.dtype)
         if z.requires_grad and backward == "neumann":
-            z.register_hook(_GradientHook(_NeumannHook(z, y_leaf, neumann_clip)))
+            z.register_hook(_NeumannHook(f, y_pre, neumann_clip))
         elif z.requires_grad and backward == "adjoint":
-            z.register_hook(_GradientHook(_AdjointHook(z, y_leaf, adjoint or _default_adjoint())))
+            z.register_hook(_AdjointHook(f, y_pre, adjoint or _default_adjoint()))
     if y0.requires_grad:
         z = z + 0.0 * y0  # d y*/d y0 = 0: a zero gradient, so y0.grad is a tensor, not None
     return z, stats
@@ -90,46 +89,37 @@ def _default_adjoint() -> SolverConfig:
     return SolverConfig(method="anderson", tol=1e-6, max_iter=64)
 
 
-class _VJP:
-    """v -> J^T v at y*, reusing the graph of the single recorded z = f(y*)."""
+def _jacobian_transpose(f: Map, y: Tensor) -> Callable[[Tensor], Tensor]:
+    """v -> J^T v at y, through one application of f recorded here (autograd on, also when
+    called inside a backward pass) and reused by every call."""
+    with torch.enable_grad():
+        y_leaf = y.detach().requires_grad_()
+        z = f(y_leaf)
 
-    def __init__(self, z: Tensor, y_leaf: Tensor) -> None:
-        self.z, self.y_leaf = z, y_leaf
+    def vjp(v: Tensor) -> Tensor:
+        (jtv,) = torch.autograd.grad(z, y_leaf, v.to(z.dtype), retain_graph=True)
+        return jtv.to(v.dtype)
 
-    def __call__(self, v: Tensor) -> Tensor:
-        (jtv,) = torch.autograd.grad(self.z, self.y_leaf, v, retain_graph=True)
-        return jtv
+    return vjp
 
 
-class _GradientHook:
-    """A tensor hook on z that replaces v = dL/dz by u(v).
+class _NeumannHook:
+    """A hook on z: v -> u = v + J^T v, with J^T v scaled per sample so that
+    |J^T v| <= c |v|.
 
-    The VJPs inside u re-enter backward through z, which fires this hook again; those
-    inner calls must see the plain gradient, so the hook passes them through.
+    The hook holds f and y_k, never z: z's graph holds the hook, so a hook holding z
+    would be a reference cycle that keeps every step's graph alive until the cyclic
+    collector runs (gigabytes over a training run). J^T v goes through one more
+    application of f, recorded when the hook fires.
     """
 
-    def __init__(self, u: Callable[[Tensor], Tensor]) -> None:
-        self.u, self.active = u, False
+    def __init__(self, f: Map, y: Tensor, clip: float) -> None:
+        self.f, self.y, self.clip = f, y, clip
 
     def __call__(self, v: Tensor | None) -> Tensor | None:
-        if self.active or v is None:  # re-entry from u's own VJPs, or an undefined gradient
+        if v is None:  # an undefined gradient stays undefined
             return None
-        self.active = True
-        try:
-            return self.u(v)
-        finally:
-            self.active = False
-
-
-class _NeumannHook(_VJP):
-    """u = v + J^T v, with J^T v scaled per sample so that |J^T v| <= c |v|."""
-
-    def __init__(self, z: Tensor, y_leaf: Tensor, clip: float) -> None:
-        super().__init__(z, y_leaf)
-        self.clip = clip
-
-    def __call__(self, v: Tensor) -> Tensor:
-        jtv = super().__call__(v)
+        jtv = _jacobian_transpose(self.f, self.y)(v)
         b = v.shape[0]
         vn = torch.linalg.vector_norm(v.reshape(b, -1), dim=1)
         jn = torch.linalg.vector_norm(jtv.reshape(b, -1), dim=1)
@@ -137,15 +127,17 @@ class _NeumannHook(_VJP):
         return v + jtv * scale.view(-1, *([1] * (v.dim() - 1)))
 
 
-class _AdjointHook(_VJP):
-    """u = (I - J^T)^-1 v, found as the fixed point of u -> J^T u + v."""
+class _AdjointHook:
+    """A hook on z: v -> u = (I - J^T)^-1 v, found as the fixed point of u -> J^T u + v.
+    Like `_NeumannHook`, it holds f and y_k, not z."""
 
-    def __init__(self, z: Tensor, y_leaf: Tensor, cfg: SolverConfig) -> None:
-        super().__init__(z, y_leaf)
-        self.cfg = cfg
+    def __init__(self, f: Map, y: Tensor, cfg: SolverConfig) -> None:
+        self.f, self.y, self.cfg = f, y, cfg
 
-    def __call__(self, v: Tensor) -> Tensor:
-        vjp = super().__call__
+    def __call__(self, v: Tensor | None) -> Tensor | None:
+        if v is None:
+            return None
+        vjp = _jacobian_transpose(self.f, self.y)
         u, _ = solve(lambda u: vjp(u) + v, v, self.cfg)
         return u
 
@@ -176,11 +168,9 @@ def spectral_radius(f: Map, y: Tensor, iters: int = 20) -> float:
     largest per-sample |J^T w| of the last step. No autograd graph survives the call.
     """
     with torch.enable_grad():
-        y_leaf = y.detach().requires_grad_()
-        z = f(y_leaf)
-        vjp = _VJP(z, y_leaf)
+        vjp = _jacobian_transpose(f, y)
         b = y.shape[0]
-        w = torch.randn_like(y_leaf)
+        w = torch.randn_like(y)
         growth = torch.zeros(b, device=y.device)
         for _ in range(max(iters, 1)):
             w = w / torch.linalg.vector_norm(w.reshape(b, -1), dim=1).view(b, *[1] * (y.dim() - 1))
