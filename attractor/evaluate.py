@@ -120,14 +120,20 @@ def evaluate_lm(
     steps: int | None = None,
     bytes_per_token: float | None = None,
     progress: bool = False,
+    max_windows: int | None = None,
 ) -> dict[str, float | int]:
-    """Mean next-token loss over windows[0 : batch_size * max_batches], its perplexity and,
-    given bytes_per_token, bits per byte; for solver models also the mean iterations per
-    position (`iters_mean`) and the mean over sequences of their deepest position
-    (`iters_max_mean`). `steps` is the model's fixed depth T (None: its own default)."""
+    """Mean next-token loss over windows[0 : min(batch_size * max_batches, max_windows)],
+    its perplexity and, given bytes_per_token, bits per byte; for solver models also the
+    mean iterations per position (`iters_mean`) and the mean over sequences of their
+    deepest position (`iters_max_mean`). `steps` is the model's fixed depth T (None: its
+    own default)."""
     n = len(windows)
     if n == 0 or batch_size < 1:
         raise ValueError(f"evaluate: need windows and batch_size >= 1, got {n} and {batch_size}")
+    if max_windows is not None:
+        if max_windows < 1:
+            raise ValueError(f"evaluate: max_windows must be >= 1, got {max_windows}")
+        n = min(n, max_windows)
     n_batches = math.ceil(n / batch_size)
     if max_batches is not None:
         n_batches = min(n_batches, max_batches)
@@ -221,13 +227,14 @@ def depth_sweep(
     max_batches: int | None = None,
     bytes_per_token: float | None = None,
     progress: bool = False,
+    max_windows: int | None = None,
 ) -> dict[str, Any]:
     """Quality at fixed depths T (default 0, 1, 2, 4, ... T_max) and, for models with an eval
     solver, at each tolerance with the iterations the solver actually used there."""
     t_max = max_depth(model)
     depths = sweep_depths(t_max) if depths is None else sorted(set(depths))
     kwargs = dict(batch_size=batch_size, max_batches=max_batches, progress=progress)
-    kwargs["bytes_per_token"] = bytes_per_token
+    kwargs.update(bytes_per_token=bytes_per_token, max_windows=max_windows)
     rows = [{"T": t, **evaluate_lm(model, windows, steps=t, **kwargs)} for t in depths]
     tol_rows = []
     if getattr(model.config, "eval_solver", None) is not None:

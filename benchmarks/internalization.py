@@ -71,33 +71,17 @@ TRAJECTORY_DEPTH = 16
 BATCH = 8  # validation windows a forward
 
 
-class FirstWindows:
-    """The first `n` windows of a window source (a WindowSource itself)."""
-
-    def __init__(self, windows: WindowSource, n: int):
-        if not 1 <= n <= len(windows):
-            raise ValueError(
-                f"--eval-windows must lie in 1..{len(windows)} "
-                f"(the validation windows there are), got {n}"
-            )
-        self.windows, self.n = windows, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        return self.windows.batch(indices)
-
-
 # -----------------------------------------------------------------------------
 # 1. Perplexity against inference depth
 
 
 def depth_curve(
-    model: LanguageModel, windows: WindowSource, bytes_per_token: float | None
+    model: LanguageModel, windows: WindowSource, n: int, bytes_per_token: float | None
 ) -> dict[str, Any]:
-    """Loss and perplexity at each fixed T in DEPTHS and at the model's own default depth."""
+    """Loss and perplexity on the first n windows at each fixed T in DEPTHS and at the
+    model's own default depth."""
     kwargs: dict[str, Any] = dict(batch_size=BATCH, bytes_per_token=bytes_per_token)
+    kwargs["max_windows"] = n
     sweep = depth_sweep(model, windows, depths=DEPTHS, tolerances=(), **kwargs)
     default = evaluate_lm(model, windows, **kwargs)
     if model.kind == "attractor":
@@ -311,7 +295,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     models = {n: model for n, (model, _) in loaded.items()}
     seq_len = load_config(CONFIG).data.seq_len
     val, bytes_per_token = load_eval_data(args.data, "val", seq_len, loaded["attractor"][1])
-    windows = FirstWindows(val, args.eval_windows)
+    if not 1 <= args.eval_windows <= len(val):
+        raise ValueError(
+            f"--eval-windows must lie in 1..{len(val)} (the validation windows there are), "
+            f"got {args.eval_windows}"
+        )
     if not 0 <= args.window < len(val):
         raise ValueError(f"--window must lie in 0..{len(val) - 1}, got {args.window}")
     ids = val.batch([args.window])[0]  # (1, seq_len)
@@ -322,7 +310,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "seq_len": seq_len,
         "eval_windows": args.eval_windows,
         "depths": list(DEPTHS),
-        "depth": {n: depth_curve(m, windows, bytes_per_token) for n, m in models.items()},
+        "depth": {
+            n: depth_curve(m, val, args.eval_windows, bytes_per_token) for n, m in models.items()
+        },
         "trajectory": {
             "window": args.window,
             "position": seq_len - 1,

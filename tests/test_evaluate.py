@@ -188,3 +188,15 @@ def test_cli_eval_bad_input_is_one_line(checkpoint, tmp_path, capsys):
     assert len(lines) == 3 and all(line.startswith("attractor eval: ") for line in lines)
     assert "does not exist" in lines[0] and "not a directory" in lines[1]
     assert "tokenizer.json" in lines[2]
+
+
+def test_evaluate_lm_max_windows_scores_only_the_first_windows():
+    model, data = tiny("gpt"), windows()
+    result = evaluate_lm(model, data, batch_size=2, max_windows=3)
+    with torch.no_grad():
+        x, y = data.batch([0, 1, 2])
+        total, count = hand_loss(model(x).logits, y)
+    assert result["windows"] == 3 and result["tokens"] == count
+    assert result["loss"] == pytest.approx(total / count, rel=1e-5)
+    with pytest.raises(ValueError, match="max_windows must be >= 1"):
+        evaluate_lm(model, data, max_windows=0)
