@@ -17,6 +17,8 @@ A result names what it is in its "result" field; each known kind has one drawing
 - "internalization" (from benchmarks/internalization.py): perplexity against the inference
   depth T (attractor, looped), training solver iterations against the step (attractor,
   DEQ), and each model's state trajectory over T on two principal components;
+- "throughput" (from benchmarks/throughput.py): training tokens/s and achieved FLOP/s per
+  preset, with the matmul peak measured in the same run as a line;
 - anything with a "trace" list (a solver's max relative residual per iteration, or a list
   of such traces): the residual on a log axis.
 """
@@ -346,6 +348,42 @@ def _trajectory_panel(ax: Any, name: str, entry: dict[str, Any], depths: list[in
     ax.set_title(f"{name}: the last position's state, T = 0 .. {depths[-1]}", fontsize=9)
 
 
+def plot_throughput(results: dict[str, Any], out: Path) -> Path:
+    """Training tokens/s and achieved GFLOP/s per preset (bars), the measured matmul peak
+    (before and after the presets ran) as dashed lines on the FLOP/s panel."""
+    plt = _pyplot()
+    rows = results["results"]
+    if not isinstance(rows, dict) or not rows:
+        raise ValueError("'results' must be a non-empty mapping of preset to numbers")
+    names = list(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 1.6 + 0.5 * len(names)), sharey=True)
+    tokens = [float(rows[n]["tokens_per_s"]) for n in names]
+    gflops = [float(rows[n]["achieved_flops"]) / 1e9 for n in names]
+    axes[0].barh(names, tokens, color="C0")
+    axes[1].barh(names, gflops, color="C1")
+    for i, n in enumerate(names):
+        axes[0].annotate(f"{tokens[i]:.0f}", (tokens[i], i), xytext=(3, 0), fontsize=8,
+                         textcoords="offset points", va="center")  # fmt: skip
+        frac = float(rows[n]["fraction_of_measured_peak"])
+        label = f"{gflops[i]:.1f} ({100 * frac:.0f} % of peak)"
+        axes[1].annotate(label, (gflops[i], i), xytext=(3, 0), fontsize=8,
+                         textcoords="offset points", va="center")  # fmt: skip
+    peaks = [results["matmul_peak_flops"], results.get("matmul_peak_flops_after")]
+    for peak, style in zip(peaks, ("--", ":"), strict=True):
+        if peak:
+            axes[1].axvline(float(peak) / 1e9, color="k", ls=style, lw=1)
+    axes[1].set_xlim(0, 1.1 * max(gflops + [float(p) / 1e9 for p in peaks if p]))
+    axes[0].set_xlim(0, 1.3 * max(tokens))
+    axes[0].set_xlabel("training tokens/s")
+    axes[1].set_xlabel("achieved GFLOP/s (dashed: measured matmul peak, before / after)")
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].invert_yaxis()
+    what = f"throughput, {results.get('batch', '?')} x {results.get('seq_len', '?')} tokens a step"
+    fig.suptitle(_title(results, what), fontsize=10)
+    return _save(fig, out)
+
+
 def _save(fig: Any, out: Path) -> Path:
     """Lay out, write the PNG and free the figure."""
     fig.tight_layout()
@@ -362,6 +400,7 @@ PLOTTERS = {
     "lm_pareto": plot_lm_pareto,
     "ablations": plot_ablations,
     "internalization": plot_internalization,
+    "throughput": plot_throughput,
 }
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from attractor.config import load_config  # noqa: E402
 from attractor.flops import train_flops_per_token  # noqa: E402
+from attractor.plots import plot_results  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
 
@@ -111,21 +112,21 @@ def main() -> None:
             r["mfu_vs_datasheet"] = r["achieved_flops"] / args.peak
         results[preset] = r
     peak_after = matmul_peak(device, n)
-    path = write_result(
-        args.name,
-        {
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "seq_len": args.seq_len,
-            "batch": args.batch,
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "matmul_peak_flops": peak,
-            "matmul_peak_flops_after": peak_after,
-            "datasheet_peak_flops": args.peak,
-            "results": results,
-        },
-    )
+    result = {
+        "result": "throughput",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "matmul_peak_flops": peak,
+        "matmul_peak_flops_after": peak_after,
+        "datasheet_peak_flops": args.peak,
+        "results": results,
+    }
+    path = write_result(args.name, result)
+    plot_results(result, RESULTS / f"{args.name}.png")
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (n={n}; {peak_after / 1e9:.1f} after)")
     for preset, r in results.items():
         print(
@@ -133,7 +134,7 @@ def main() -> None:
             f"GFLOP/s  {100 * r['fraction_of_measured_peak']:5.1f} % of peak  "
             f"solver iters {r['solver_iters']:.1f}"
         )
-    print(f"wrote {path}")
+    print(f"wrote {path} and its .png")
 
 
 if __name__ == "__main__":
