@@ -375,7 +375,7 @@ def plot_throughput(results: dict[str, Any], out: Path) -> Path:
     axes[1].set_xlim(0, 1.1 * max(gflops + [float(p) / 1e9 for p in peaks if p]))
     axes[0].set_xlim(0, 1.3 * max(tokens))
     axes[0].set_xlabel("training tokens/s")
-    axes[1].set_xlabel("achieved GFLOP/s (dashed: measured matmul peak, before / after)")
+    axes[1].set_xlabel("achieved GFLOP/s (lines: measured matmul peak before / after)")
     for ax in axes:
         ax.grid(alpha=0.3, axis="x")
     axes[0].invert_yaxis()
