@@ -30,7 +30,7 @@ lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks
 	.venv/bin/ruff format --check attractor tests benchmarks
 
-# Every claim of the paper re-measured at CPU scale (benchmarks/, about 2 hours on 2 cores):
+# Every claim of the paper re-measured at CPU scale (benchmarks/, 2 h 15 min on 2 cores):
 # results in benchmarks/results/*.json with a PNG beside each.
 bench: $(STAMP)
 	$(PY) benchmarks/lm_pareto.py

@@ -350,7 +350,7 @@ def _trajectory_panel(ax: Any, name: str, entry: dict[str, Any], depths: list[in
 
 def plot_throughput(results: dict[str, Any], out: Path) -> Path:
     """Training tokens/s and achieved GFLOP/s per preset (bars), the measured matmul peak
-    (before and after the presets ran) as dashed lines on the FLOP/s panel."""
+    (dashed before the presets ran, dotted after) as lines on the FLOP/s panel."""
     plt = _pyplot()
     rows = results["results"]
     if not isinstance(rows, dict) or not rows:

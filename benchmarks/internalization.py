@@ -80,8 +80,7 @@ def depth_curve(
 ) -> dict[str, Any]:
     """Loss and perplexity on the first n windows at each fixed T in DEPTHS and at the
     model's own default depth."""
-    kwargs: dict[str, Any] = dict(batch_size=BATCH, bytes_per_token=bytes_per_token)
-    kwargs["max_windows"] = n
+    kwargs: dict[str, Any] = dict(batch_size=BATCH, bytes_per_token=bytes_per_token, max_windows=n)
     sweep = depth_sweep(model, windows, depths=DEPTHS, tolerances=(), **kwargs)
     default = evaluate_lm(model, windows, **kwargs)
     if model.kind == "attractor":
