@@ -49,7 +49,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/memory_vs_depth.py --depths 4,8 --seq-len 64 --name memory_vs_depth_quick
 	$(PY) benchmarks/ablations.py --variants baseline,adjoint,concat --steps 4 --name ablations_quick
 	$(PY) benchmarks/throughput.py --steps 4 --warmup 1 --name throughput_quick
-	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 \
+	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 --seeds 0,1 \
 		--work runs/reasoning_cpu_quick --name reasoning_cpu_quick
 
 bench-solver: $(STAMP)

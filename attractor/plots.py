@@ -147,20 +147,24 @@ def plot_puzzle_depth(results: dict[str, Any], out: Path) -> Path:
 
 
 def plot_training_curves(results: dict[str, Any], out: Path) -> Path:
-    """Exact accuracy against training seconds; one panel per task, one line per model."""
+    """Exact accuracy against training seconds; one panel per task, one colour per model
+    and one line per seed (a model's "runs"; results before seeds hold one run inline)."""
     plt = _pyplot()
     tasks = results["tasks"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    for ax, (task, runs) in zip(axes[0], tasks.items(), strict=True):
-        for name, run in runs.items():
-            curve = run["curve"]
-            ax.plot(
-                [p["elapsed_s"] / 60 for p in curve],
-                [100 * p["exact_acc"] for p in curve],
-                "o-",
-                ms=3,
-                label=f"{name} ({run['params'] / 1e6:.2f}M)",
-            )
+    for ax, (task, models) in zip(axes[0], tasks.items(), strict=True):
+        for i, (name, model) in enumerate(models.items()):
+            for j, run in enumerate(model.get("runs", [model])):
+                curve = run["curve"]
+                ax.plot(
+                    [p["elapsed_s"] / 60 for p in curve],
+                    [100 * p["exact_acc"] for p in curve],
+                    "o-",
+                    ms=3,
+                    color=f"C{i}",
+                    alpha=1.0 if j == 0 else 0.5,
+                    label=f"{name} ({model['params'] / 1e6:.2f}M)" if j == 0 else None,
+                )
         ax.set_xlabel("training time (minutes)")
         ax.set_ylabel("exact accuracy, held-out (%)")
         ax.set_ylim(0, 100)
@@ -420,7 +424,7 @@ def plot_results(results: dict[str, Any], out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         return plotter(results, out)
-    except (KeyError, TypeError, ValueError) as err:
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{kind or 'trace'} result is malformed ({err!r})") from None
 
 

@@ -10,8 +10,14 @@ gets the same share of the machine. Tasks:
 - sudoku9-cpu: 9 x 9, unique, at most 32 givens;
 - maze-cpu: 12 x 12 mazes, shortest path above the scaled hard threshold.
 
+With several `--seeds`, every model trains once per seed (initialisation, data order
+and augmentations all follow it; the split stays the same) and the final metrics are the
+mean over seeds, with each seed's run kept beside them.
+
     python benchmarks/reasoning_cpu.py                       # all tasks, 20 minutes a model
     python benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 5 --name reasoning_quick
+    python benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --models reasoner-cpu,trm-cpu \
+        --minutes 10 --seeds 0,1,2 --name reasoning_cpu_sudoku6_seeds
 """
 
 from __future__ import annotations
@@ -74,47 +80,70 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
     ]
 
 
-def train_one(task: str, preset: str, data_dir: Path, minutes: float, work: Path) -> dict:
-    """Train `preset` on the task for `minutes` of training steps; its curve and final
-    held-out metrics (every test puzzle), also written to the run's result.json."""
+def run_dir(work: Path, task: str, preset: str, seed: int) -> Path:
+    return work / task / preset / f"seed-{seed}"
+
+
+def train_one(
+    task: str, preset: str, seed: int, data_dir: Path, minutes: float, work: Path
+) -> dict:
+    """Train `preset` on the task for `minutes` of training steps from `seed`; its curve
+    and final held-out metrics (every test puzzle), also written to the run's result.json."""
     config, _ = TASKS[task]
-    run_dir = work / task / preset
-    shutil.rmtree(run_dir, ignore_errors=True)
+    out = run_dir(work, task, preset, seed)
+    shutil.rmtree(out, ignore_errors=True)
     sets = [
         f"model.preset={preset}",
         f"data.source={data_dir}",
-        f"train.out_dir={run_dir}",
+        f"data.seed={seed}",
+        f"train.seed={seed}",
+        f"train.out_dir={out}",
         f"train.time_budget_s={60 * minutes}",
         "train.progress=false",
     ]
     trainer = Trainer(load_config(config, sets))
     trainer.fit()
-    model = load_pretrained(str(run_dir / "model"))
+    model = load_pretrained(str(out / "model"))
     _, test, record = load_split(data_dir)
     final = evaluate_puzzles(model, PuzzleDataset(test, record["kind"], augment=False))
-    print(f"{task} {preset}: exact {100 * final['exact_acc']:.1f} % after "
+    print(f"{task} {preset} seed {seed}: exact {100 * final['exact_acc']:.1f} % after "
           f"{trainer.train_seconds / 60:.1f} min, {trainer.step} steps", flush=True)  # fmt: skip
     result = {
+        "seed": seed,
         "params": model.num_params(),
         "steps": trainer.step,
         "train_seconds": trainer.train_seconds,
         "threads": torch.get_num_threads(),
         "final": final,
-        "curve": curve(run_dir),
+        "curve": curve(out),
     }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
-def run_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> None:
-    """Every (task, preset) as its own process, `args.jobs` at a time with
+def summarize(runs: list[dict]) -> dict:
+    """One model's runs (one per seed): the parameter count, every run, and the mean and
+    the spread (min, max) over seeds of each final metric."""
+    finals = [r["final"] for r in runs]
+    keys = [k for k in finals[0] if isinstance(finals[0][k], int | float)]
+    return {
+        "params": runs[0]["params"],
+        "final": {k: sum(f[k] for f in finals) / len(finals) for k in keys},
+        "final_min": {k: min(f[k] for f in finals) for k in keys},
+        "final_max": {k: max(f[k] for f in finals) for k in keys},
+        "runs": runs,
+    }
+
+
+def run_all(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None:
+    """Every (task, preset, seed) as its own process, `args.jobs` at a time with
     `args.threads` threads each, so that concurrent runs share the cores evenly."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     waiting, running = list(jobs), []
     while waiting or running:
         while waiting and len(running) < args.jobs:
-            task, preset = waiting.pop(0)
-            cmd = [sys.executable, __file__, "--one", f"{task}:{preset}", "--minutes",
+            task, preset, seed = waiting.pop(0)
+            cmd = [sys.executable, __file__, "--one", f"{task}:{preset}:{seed}", "--minutes",
                    str(args.minutes), "--data", args.data, "--work", args.work]  # fmt: skip
             running.append(subprocess.Popen(cmd, env=env))
         time.sleep(2)
@@ -134,21 +163,33 @@ def main() -> None:
     ap.add_argument("--data", default="data/bench", help="where the splits are made once")
     ap.add_argument("--work", default="runs/reasoning_cpu", help="run directories")
     ap.add_argument("--name", default="reasoning_cpu", help="results/NAME.json and .png")
-    ap.add_argument("--one", help=argparse.SUPPRESS)  # TASK:PRESET, run by run_all
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, a run each (0)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # TASK:PRESET:SEED, run by run_all
     args = ap.parse_args()
     if args.one:
-        task, preset = args.one.split(":")
-        train_one(task, preset, Path(args.data) / task, args.minutes, Path(args.work))
+        task, preset, seed = args.one.split(":")
+        work = Path(args.work)
+        train_one(task, preset, int(seed), Path(args.data) / task, args.minutes, work)
         return
     tasks, presets = args.tasks.split(","), args.models.split(",")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        sys.exit(f"reasoning_cpu: --seeds {args.seeds!r} is not a comma-separated list of integers")
     for task in tasks:
         if task not in TASKS:
             sys.exit(f"reasoning_cpu: unknown task {task!r}; choose from {', '.join(TASKS)}")
         if not (Path(args.data) / task / "split.json").is_file():
             TASKS[task][1](Path(args.data) / task)
-    run_all([(t, p) for t in tasks for p in presets], args)
+    run_all([(t, p, s) for t in tasks for s in seeds for p in presets], args)
+    work = Path(args.work)
     results = {
-        t: {p: json.loads((Path(args.work) / t / p / "result.json").read_text()) for p in presets}
+        t: {
+            p: summarize(
+                [json.loads((run_dir(work, t, p, s) / "result.json").read_text()) for s in seeds]
+            )
+            for p in presets
+        }
         for t in tasks
     }
     result = {
@@ -156,15 +197,18 @@ def main() -> None:
         "minutes": args.minutes,
         "jobs": args.jobs,
         "threads_per_run": args.threads,
+        "seeds": seeds,
         "tasks": results,
     }
     path = write_result(args.name, result)
     plot_results(result, RESULTS / f"{args.name}.png")
     for t in tasks:
         for p in presets:
-            final = results[t][p]["final"]
-            print(f"{t:12s} {p:22s} exact {100 * final['exact_acc']:5.1f} %  "
-                  f"cells {100 * final['cell_acc']:5.1f} %")  # fmt: skip
+            r = results[t][p]
+            exact = [100 * r[k]["exact_acc"] for k in ("final", "final_min", "final_max")]
+            spread = f" (seeds {exact[1]:.1f}-{exact[2]:.1f})" if len(seeds) > 1 else ""
+            print(f"{t:12s} {p:22s} exact {exact[0]:5.1f} %{spread}  "
+                  f"cells {100 * r['final']['cell_acc']:5.1f} %")  # fmt: skip
     print(f"wrote {path} and its .png")
 
 
