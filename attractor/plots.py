@@ -147,30 +147,34 @@ def plot_puzzle_depth(results: dict[str, Any], out: Path) -> Path:
 
 
 def plot_training_curves(results: dict[str, Any], out: Path) -> Path:
-    """Exact accuracy against training seconds; one panel per task, one colour per model
-    and one line per seed (a model's "runs"; results before seeds hold one run inline)."""
+    """Held-out exact accuracy (top row) and cell accuracy (bottom row) against training
+    minutes; a column per task, a colour per model and a line per seed (a model's "runs";
+    results written before seeds hold their one run inline)."""
     plt = _pyplot()
     tasks = results["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-    for ax, (task, models) in zip(axes[0], tasks.items(), strict=True):
-        for i, (name, model) in enumerate(models.items()):
-            for j, run in enumerate(model.get("runs", [model])):
-                curve = run["curve"]
-                ax.plot(
-                    [p["elapsed_s"] / 60 for p in curve],
-                    [100 * p["exact_acc"] for p in curve],
-                    "o-",
-                    ms=3,
-                    color=f"C{i}",
-                    alpha=1.0 if j == 0 else 0.5,
-                    label=f"{name} ({model['params'] / 1e6:.2f}M)" if j == 0 else None,
-                )
-        ax.set_xlabel("training time (minutes)")
-        ax.set_ylabel("exact accuracy, held-out (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(task, fontsize=10)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(5.5 * len(tasks), 7.6), squeeze=False)
+    rows = (("exact_acc", "exact accuracy, held-out (%)"),
+            ("cell_acc", "cell accuracy, blanks or path (%)"))  # fmt: skip
+    for column, (task, models) in enumerate(tasks.items()):
+        for ax, (metric, label) in zip(axes[:, column], rows, strict=True):
+            for i, (name, model) in enumerate(models.items()):
+                for j, run in enumerate(model.get("runs", [model])):
+                    curve = run["curve"]
+                    ax.plot(
+                        [p["elapsed_s"] / 60 for p in curve],
+                        [100 * p[metric] for p in curve],
+                        "o-",
+                        ms=3,
+                        color=f"C{i}",
+                        alpha=1.0 if j == 0 else 0.5,
+                        label=f"{name} ({model['params'] / 1e6:.2f}M)" if j == 0 else None,
+                    )
+            ax.set_xlabel("training time (minutes)")
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        axes[0, column].legend(fontsize=8)
+        axes[0, column].set_title(task, fontsize=10)
     fig.suptitle(_title(results, "reasoning on CPU"), fontsize=10)
     return _save(fig, out)
 

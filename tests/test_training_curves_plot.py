@@ -10,7 +10,10 @@ from attractor.plots import PLOTTERS, plot_results, plot_training_curves
 
 
 def _run(seed: int, top: float) -> dict:
-    curve = [{"elapsed_s": 60.0 * i, "exact_acc": top * i / 4, "cell_acc": 0.5} for i in range(5)]
+    curve = [
+        {"elapsed_s": 60.0 * i, "exact_acc": top * i / 4, "cell_acc": 0.5 + top * i / 8}
+        for i in range(5)
+    ]
     return {"seed": seed, "params": 400_000, "final": {"exact_acc": top}, "curve": curve}
 
 
@@ -40,7 +43,12 @@ def test_draws_several_seeds_a_model(tmp_path):
 
 @pytest.mark.parametrize(
     "models",
-    [None, {"trm-cpu": {"params": 1}}, {"trm-cpu": {"params": 1, "runs": [{"curve": [{}]}]}}],
+    [
+        None,
+        {"trm-cpu": {"params": 1}},
+        {"trm-cpu": {"params": 1, "runs": [{"curve": [{}]}]}},
+        {"trm-cpu": {"params": 1, "runs": [{"curve": [{"elapsed_s": 0.0, "exact_acc": 0.0}]}]}},
+    ],
 )
 def test_malformed_raises_value_error(tmp_path, models):
     with pytest.raises(ValueError, match="training_curves result is malformed"):
