@@ -37,8 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
-from attractor.config import load_config  # noqa: E402
-from attractor.plots import plot_results  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.train.trainer import build_run_model  # noqa: E402
 
 CONFIG = "configs/lm-pydocs-cpu.yaml"

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from attractor.config import load_config
+from attractor.train.config import load_config
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -88,7 +88,7 @@ def train_in_subprocess(
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "attractor.cli", "train"]
+    cmd = [sys.executable, "-m", "attractor", "train"]
     cmd += ([config] if config else []) + [a for s in sets for a in ("--set", s)]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
@@ -112,7 +112,7 @@ def ensure_pydocs(directory: Path = PYDOCS, vocab_size: int = 4096) -> Path:
     `attractor data text --source python-docs --out DIRECTORY --vocab-size 4096
     --val-fraction 0.05` (5 % of the documents held out: about 150K tokens)."""
     if not (Path(directory) / "meta.json").is_file():
-        cmd = [sys.executable, "-m", "attractor.cli", "data", "text", "--source",
+        cmd = [sys.executable, "-m", "attractor", "data", "text", "--source",
                "python-docs", "--out", str(directory), "--vocab-size", str(vocab_size),
                "--val-fraction", "0.05", "--no-progress"]  # fmt: skip
         subprocess.run(cmd, check=True)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from attractor.presets import build_model  # noqa: E402
+from attractor.models import build_model  # noqa: E402
 
 
 def timed_generate(model, prompt, new, use_cache):

@@ -52,7 +52,7 @@ from common import (  # noqa: E402
     write_result,
 )
 
-from attractor.config import load_config  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.data.tokenizer import Tokenizer  # noqa: E402
 from attractor.evaluate import (  # noqa: E402
     WindowSource,
@@ -61,9 +61,9 @@ from attractor.evaluate import (  # noqa: E402
     load_checkpoint,
     load_eval_data,
 )
-from attractor.models.base import LanguageModel  # noqa: E402
-from attractor.plots import plot_results  # noqa: E402
-from attractor.pretrained import load_pretrained  # noqa: E402
+from attractor.models import LanguageModel  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.models.pretrained import load_pretrained  # noqa: E402
 
 CONFIG = "configs/lm-pydocs-cpu.yaml"
 DEPTHS = (0, 1, 2, 4, 8, 16)

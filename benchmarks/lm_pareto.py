@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
-from attractor.plots import plot_results  # noqa: E402
-from attractor.presets import build_model  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.models import build_model  # noqa: E402
 
 CONFIG = "configs/lm-pydocs-cpu.yaml"
 MODELS = ["attractor-cpu", "gpt-cpu", "looped-cpu"]

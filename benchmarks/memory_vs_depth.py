@@ -41,17 +41,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.memory import SavedTensors, current_rss_bytes, peak_rss_bytes  # noqa: E402
-from attractor.models.base import LanguageModel  # noqa: E402
-from attractor.plots import plot_results  # noqa: E402
-from attractor.presets import build_model, preset_config  # noqa: E402
+from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes  # noqa: E402
+from attractor.models import LanguageModel  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.models import build_model, preset_config  # noqa: E402
 
 MIB = 2**20
 WARMUP_TOKENS = 16
 
 # configuration -> (preset, overrides)
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "attractor-onestep": ("attractor-cpu", dict(backward="onestep")),
+    "attractor-onestep": ("attractor-cpu", dict(backward="jfb")),
     "attractor-adjoint": ("attractor-cpu", dict(backward="adjoint")),
     "attractor-phantom2": ("attractor-cpu", dict(backward="phantom", backward_steps=2)),
     "looped-full": ("looped-cpu", {}),

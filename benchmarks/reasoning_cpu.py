@@ -38,16 +38,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.config import load_config  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.data.puzzles import (  # noqa: E402
     PuzzleDataset,
     build_maze_split,
     build_sudoku_split,
     load_split,
 )
-from attractor.plots import plot_results  # noqa: E402
-from attractor.pretrained import load_pretrained  # noqa: E402
-from attractor.puzzle_eval import evaluate_puzzles  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.models.pretrained import load_pretrained  # noqa: E402
+from attractor.eval.puzzle_metrics import evaluate_puzzles  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
 MODELS = ["reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu"]

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
 import attractor as at  # noqa: E402
-from attractor.demo import block_problem  # noqa: E402
+from attractor.nn.block_problem import block_problem  # noqa: E402
 
 
 class TimedMap:

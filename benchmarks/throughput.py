@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.config import load_config  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.flops import train_flops_per_token  # noqa: E402
-from attractor.plots import plot_results  # noqa: E402
+from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
 

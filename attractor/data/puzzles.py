@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,36 @@ class PuzzleDataset(torch.utils.data.Dataset):
             return len(maze.CHARSET) + 1
         cells = self.examples[0].question.size if self.examples else 81
         return sudoku.shape_for_length(cells).n + 2
+
+    @property
+    def side(self) -> int:
+        """The side N of the dataset's N x N grids."""
+        question = self.examples[0].question
+        return (
+            question.shape[0] if self.kind == "maze" else sudoku.shape_for_length(question.size).n
+        )
+
+    def geometry(self) -> dict[str, int]:
+        """The grid fields a model needs for these puzzles: vocabulary, side and boxes (0 x 0
+        for mazes): the one puzzle-geometry helper of the package."""
+        if self.kind == "maze":
+            return {"vocab_size": self.vocab_size, "side": self.side, "box_rows": 0, "box_cols": 0}
+        shape = sudoku.shape_for_length(self.examples[0].question.size)
+        return {
+            "vocab_size": self.vocab_size,
+            "side": shape.n,
+            "box_rows": shape.box_rows,
+            "box_cols": shape.box_cols,
+        }
+
+    def batches(
+        self, indices: list[int], batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels), each (B, L) on `device`, over data[indices] in batches."""
+        for i in range(0, len(indices), batch_size):
+            items = [self[j] for j in indices[i : i + batch_size]]
+            inputs = torch.stack([it["inputs"] for it in items]).to(device)
+            yield inputs, torch.stack([it["labels"] for it in items]).to(device)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -345,3 +376,16 @@ def split_from_csv(
     )
     save_split(out_dir, train, test, record)
     return record
+
+
+def split_geometry(directory: str | os.PathLike) -> dict[str, int]:
+    """The grid fields a model needs for the split in `directory` (`PuzzleDataset.geometry`);
+    a directory without a split is an error that says how to make one."""
+    try:
+        train, test, record = load_split(directory)
+    except FileNotFoundError:
+        raise ValueError(
+            f"data.source: {str(directory)!r} holds no puzzle split (split.json); make one "
+            "with `attractor data puzzles --kind sudoku --out DIR`"
+        ) from None
+    return PuzzleDataset((train + test)[:1], record["kind"], augment=False).geometry()

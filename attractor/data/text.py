@@ -18,8 +18,8 @@ A prepared directory holds
                                   "splits": {"train": {"shards": [{"file", "tokens"}],
                                   "documents", "tokens", "bytes"}, "val": {...}}, "created"}
 It is built in a hidden sibling directory and moved into place at the end, meta.json last:
-a failed or interrupted run leaves nothing behind. `ShardWindows` reads a split back as
-(x, y) windows, the interface of `data.lm.Windows`.
+a failed or interrupted run leaves nothing behind. `attractor.data.shards.ShardWindows`
+reads a split back as (x, y) windows, the interface of `data.lm.Windows`.
 
 Sources: a .txt file (one document), a .jsonl or .parquet file (one document a row, from
 `column`), a directory of them (recursively, sorted by path), `pydoc` (the standard
@@ -31,13 +31,10 @@ Empty and whitespace-only documents are skipped.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
-import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from attractor.data.lm import document_score, pydoc_documents
+from attractor.data.shards import META_FILE
 from attractor.data.staging import publish, staging
 from attractor.data.tokenizer import (
     TOKENIZER_FILE,
@@ -57,7 +55,6 @@ from attractor.data.tokenizer import (
     load_tokenizer,
 )
 
-META_FILE = "meta.json"
 SPLITS = ("train", "val")
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -579,182 +576,3 @@ def prepare_text(
 
 
 # ---------------------------------------------------------------------------- reading
-
-
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    """The meta.json of a prepared directory."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ValueError(f"data: {directory} does not exist; prepare it with `attractor data text`")
-    path = directory / META_FILE
-    if not path.is_file():
-        raise ValueError(
-            f"data: {directory} has no {META_FILE} (not prepared, or interrupted); "
-            "run `attractor data text` again"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"data: {path} is not valid JSON ({err}); prepare it again") from None
-
-
-class ShardWindows:
-    """Non-overlapping (x, y) windows of seq_len over one split of a prepared directory.
-
-    Window i of a shard is its tokens [i * seq_len, (i + 1) * seq_len + 1); windows do not
-    cross shard boundaries. The interface of `data.lm.Windows`: len() and batch(indices).
-    """
-
-    def __init__(self, directory: str | Path, split: str = "train", *, seq_len: int):
-        self.directory = Path(directory)
-        self.meta = read_meta(directory)
-        if split not in self.meta["splits"]:
-            names = ", ".join(self.meta["splits"])
-            raise ValueError(f"data: no split {split!r} in {directory}; splits: {names}")
-        self.split, self.seq_len = split, seq_len
-        self.tokenizer = load_tokenizer(directory)
-        info = self.meta["splits"][split]
-        self.shards = [s for s in info["shards"] if s["tokens"] > 0]
-        self.tokens = sum(s["tokens"] for s in self.shards)
-        if self.tokens == 0:
-            raise ValueError(f"data: split {split!r} of {directory} has no tokens")
-        self.bytes_per_token = info["bytes"] / self.tokens
-        self._check_files()
-        counts = [(s["tokens"] - 1) // seq_len for s in self.shards]
-        if sum(counts) == 0:
-            longest = max(s["tokens"] for s in self.shards)
-            raise ValueError(
-                f"data: the longest {split} shard of {directory} has {longest} tokens, too few "
-                f"for one window of seq_len + 1 = {seq_len + 1}; use a shorter seq_len"
-            )
-        self._ends = np.cumsum(counts)  # window index where each shard ends
-        self._maps: list[np.memmap] | None = None
-
-    def _check_files(self) -> None:
-        itemsize = np.dtype(self.meta["dtype"]).itemsize
-        for shard in self.shards:
-            path = self.directory / shard["file"]
-            expect = shard["tokens"] * itemsize
-            size = path.stat().st_size if path.is_file() else None
-            if size != expect:
-                found = "missing" if size is None else f"{size} bytes"
-                raise ValueError(
-                    f"data: {path} is {found}, expected {expect} bytes; prepare the data again"
-                )
-
-    def _memmaps(self) -> list[np.memmap]:
-        if self._maps is None:
-            dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
-            self._maps = [
-                np.memmap(self.directory / s["file"], dtype=dtype, mode="r", shape=(s["tokens"],))
-                for s in self.shards
-            ]
-        return self._maps
-
-    def __getstate__(self) -> dict[str, Any]:  # pickle paths, not the mapped tokens
-        return {**self.__dict__, "_maps": None}
-
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
-    def batch(self, indices) -> tuple[Any, Any]:
-        """x, y int64 tensors of shape (len(indices), seq_len)."""
-        import torch
-
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise IndexError(f"data: window index out of range 0..{len(self) - 1}")
-        if idx.size == 0:
-            empty = torch.empty(0, self.seq_len, dtype=torch.long)
-            return empty, empty.clone()
-        shard = np.searchsorted(self._ends, idx, side="right")
-        starts = (idx - np.concatenate([[0], self._ends])[shard]) * self.seq_len
-        maps = self._memmaps()
-        w = np.stack(
-            [maps[s][a : a + self.seq_len + 1] for s, a in zip(shard, starts, strict=True)]
-        )
-        w = torch.from_numpy(w.astype(np.int64).reshape(idx.size, self.seq_len + 1))  # (B, T+1)
-        return w[:, :-1], w[:, 1:]
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register `text` under `attractor data`."""
-    p = subparsers.add_parser(
-        "text",
-        help="train a BPE tokenizer and tokenize a corpus into .bin shards",
-        description="Train a tokenizer on a text corpus and write train/val token shards "
-        "(uint16/uint32 .bin files, tokenizer.json and meta.json) to --out.",
-    )
-    p.add_argument(
-        "--source",
-        required=True,
-        help="a .txt/.jsonl/.parquet file or a directory of them, pydoc, python-docs, "
-        "or hf:NAME[:CONFIG] (Hugging Face datasets, streaming)",
-    )
-    p.add_argument("--out", required=True, help="the directory to write")
-    p.add_argument("--vocab-size", type=int, help=f"BPE vocabulary (default {DEFAULT_VOCAB})")
-    p.add_argument(
-        "--tokenizer", default="bpe", help="bpe (train one), bytes, or a directory to reuse"
-    )
-    p.add_argument("--column", default="text", help="the text column of .jsonl/.parquet/hf")
-    p.add_argument("--split", default="train", help="the split of an hf: dataset")
-    p.add_argument("--data-files", nargs="+", help="local files for hf:parquet, hf:json, ...")
-    p.add_argument("--val-fraction", type=float, default=0.01)
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="processes (default: 1 under 64 MB, else all cores)",
-    )
-    p.add_argument("--shard-tokens", type=int, default=100_000_000)
-    p.add_argument(
-        "--tokenizer-chars",
-        type=int,
-        default=2_000_000_000,
-        help="train the BPE on the first this many characters of the training documents",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a prepared --out")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    try:
-        meta = prepare_text(
-            args.source,
-            args.out,
-            vocab_size=args.vocab_size,
-            tokenizer=args.tokenizer,
-            column=args.column,
-            split=args.split,
-            data_files=args.data_files,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            workers=args.workers,
-            shard_tokens=args.shard_tokens,
-            tokenizer_chars=args.tokenizer_chars,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        print(f"attractor data text: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("attractor data text: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    seconds = time.perf_counter() - start
-    train, val = meta["splits"]["train"], meta["splits"]["val"]
-    mb = (train["bytes"] + val["bytes"]) / 1e6
-    print(
-        f"{args.source}: {train['documents'] + val['documents']} documents "
-        f"(train {train['documents']}, val {val['documents']}), "
-        f"{train['tokens'] + val['tokens']} tokens ({meta['dtype']}, vocab "
-        f"{meta['vocab_size']}), {mb:.2f} MB in {seconds:.1f} s = {mb / seconds:.2f} MB/s "
-        f"-> {args.out}"
-    )
-    return 0

@@ -1,4 +1,4 @@
-"""Attractor language model (DESIGN.md section 2.1).
+"""Attractor language model (docs/method.md section 2.1).
 
 A causal backbone B proposes the output embeddings y0 = B(s * E[x]); a weight-tied head
 of K gated blocks H defines the map f(y; y0) = y0 + D(y + y0), D(h) = H(h) - h; the
@@ -9,117 +9,50 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from attractor.implicit import BACKWARDS, fixed_point, spectral_radius
-from attractor.layers import GatedBlock, KVCache, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.solvers import SolverConfig, SolverStats, solve, solver_for
+from attractor.engine import FixedPointConfig, SolverConfig, SolverStats, solve, spectral_radius
+from attractor.models.flops import implicit_flops
+from attractor.models.language_model import (
+    LanguageModel,
+    LanguageModelConfig,
+    ModelOutput,
+    next_token_loss,
+)
+from attractor.models.registry import register
+from attractor.nn import (
+    AttractorHead,
+    KVCache,
+    RMSNorm,
+    block_stack,
+    causal_keys,
+    init_weights,
+    set_optim_group,
+)
 
-INJECTIONS = ("additive", "concat", "initial")
-STARTS = ("proposal", "zero", "noise")
 
-
-def _paper_solver() -> SolverConfig:
-    return SolverConfig("anderson", tol=3e-4, max_iter=64, min_iter=6, freeze_converged=True)
+def paper_fixed_point() -> FixedPointConfig:
+    """The 140m preset's solve in training and evaluation: Anderson, tol 3e-4, 6-64
+    iterations, every position stopping on its own residual."""
+    solver = SolverConfig("anderson", tol=3e-4, max_iter=64, min_iter=6, freeze_converged=True)
+    return FixedPointConfig(train_solver=solver, eval_solver=solver)
 
 
 @dataclass
-class AttractorConfig:
-    vocab_size: int = 32768
+class AttractorConfig(LanguageModelConfig):
     dim: int = 1024
     n_heads: int = 8
-    n_kv_heads: int | None = None
-    mlp_ratio: int = 4
-    mlp: str = "relu2"
-    max_seq_len: int = 2048
     n_backbone: int = 7  # N causal blocks proposing y0
     n_head_layers: int = 1  # K gated blocks in the attractor head
     gate_init: float = 0.75
     gate_max: float = 1.0
-    train_solver: SolverConfig = field(default_factory=_paper_solver)
-    eval_solver: SolverConfig = field(default_factory=_paper_solver)
-    backward: str = "onestep"  # onestep | neumann | adjoint | phantom
-    backward_steps: int = 2  # phantom k
-    backward_damping: float = 1.0  # phantom a
-    neumann_clip: float = 1.0
-    injection: str = "additive"  # additive | concat | initial (ablations, paper Table 4)
-    start: str = "proposal"  # proposal | zero | noise (paper Table 6)
+    fixed_point: FixedPointConfig = field(default_factory=paper_fixed_point)
+    injection: Literal["additive", "concat", "initial"] = "additive"  # paper Table 4
+    start: Literal["proposal", "zero", "noise"] = "proposal"  # paper Table 6
     tied_head: bool = True  # decode with E (tied) or a separate linear head
-    embed_scale: float = 1.0  # s in x~ = s * E[x]
-    init_std: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name, value, choices in (
-            ("injection", self.injection, INJECTIONS),
-            ("start", self.start, STARTS),
-            ("backward", self.backward, BACKWARDS),
-        ):
-            if value not in choices:
-                raise ValueError(f"attractor: unknown {name} {value!r}; choose {choices}")
-
-
-class AttractorHead(nn.Module):
-    """The attractor map f(y; y0) over a stack H of K gated blocks (the same at every
-    iteration). Injection (paper Table 4):
-        additive  f(y) = y0 + D(y + y0),  D(h) = H(h) - h   (default)
-        concat    f(y) = H(W [y; y0])
-        initial   f(y) = H(y)            (y0 is only the solver's start)
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        n_heads: int,
-        mlp_hidden: int,
-        depth: int = 1,
-        causal: bool = True,
-        mlp: str = "relu2",
-        gate_init: float = 0.75,
-        gate_max: float = 1.0,
-        max_seq_len: int = 2048,
-        injection: str = "additive",
-        n_kv_heads: int | None = None,
-    ):
-        super().__init__()
-        if injection not in INJECTIONS:
-            raise ValueError(f"AttractorHead: unknown injection {injection!r}; choose {INJECTIONS}")
-        self.injection = injection
-        self.blocks = nn.ModuleList(
-            GatedBlock(
-                dim,
-                n_heads,
-                mlp_hidden,
-                n_kv_heads,
-                causal=causal,
-                mlp=mlp,
-                gate_init=gate_init,
-                gate_max=gate_max,
-                max_seq_len=max_seq_len,
-            )
-            for _ in range(depth)
-        )
-        self.mix = nn.Linear(2 * dim, dim, bias=False) if injection == "concat" else None
-
-    def stack(self, h: Tensor, caches: list[KVCache] | None = None) -> Tensor:
-        """H(h): the K gated blocks, (B, T, C) -> (B, T, C)."""
-        for i, block in enumerate(self.blocks):
-            h = block(h, None if caches is None else caches[i])
-        return h
-
-    def forward(self, y: Tensor, y0: Tensor, caches: list[KVCache] | None = None) -> Tensor:
-        """f(y; y0) for y, y0 of shape (B, T, C)."""
-        if self.injection == "additive":
-            h = y + y0
-            return y0 + (self.stack(h, caches) - h)
-        if self.injection == "concat":
-            return self.stack(self.mix(torch.cat((y, y0), dim=-1)), caches)
-        return self.stack(y, caches)
-
-    def gates(self) -> list[tuple[Tensor, Tensor]]:
-        return [block.gates() for block in self.blocks]
 
 
 class PositionMap:
@@ -175,8 +108,9 @@ class AttractorCache:
     head: list[KVCache]
 
 
+@register("attractor", AttractorConfig)
 class AttractorLM(LanguageModel):
-    kind = "attractor"
+    depth_unit = "solver iterations"
 
     def __init__(self, config: AttractorConfig):
         super().__init__()
@@ -186,7 +120,7 @@ class AttractorLM(LanguageModel):
         self.head = AttractorHead(
             c.dim,
             c.n_heads,
-            c.mlp_ratio * c.dim,
+            c.mlp_hidden(),
             depth=c.n_head_layers,
             mlp=c.mlp,
             gate_init=c.gate_init,
@@ -196,7 +130,9 @@ class AttractorLM(LanguageModel):
             n_kv_heads=c.n_kv_heads,
         )
         self.norm = RMSNorm(c.dim)
-        self.lm_head = None if c.tied_head else nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.lm_head = None
+        if not c.tied_head:  # an untied output projection trains with AdamW, not Muon
+            self.lm_head = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
         n_layers = c.n_backbone + c.n_head_layers
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * n_layers))
 
@@ -222,43 +158,50 @@ class AttractorLM(LanguageModel):
         h = self.norm(y)
         return h @ self.embed.weight.T if self.lm_head is None else self.lm_head(h)
 
-    def solver_config(self, steps: int | None = None) -> SolverConfig:
-        """The training or evaluation solver; with `steps`, exactly that many iterations."""
-        c = self.config
-        return solver_for(c.train_solver, c.eval_solver, self.training, steps)
+    def max_depth(self) -> int:
+        """T_max: the evaluation solver's max_iter."""
+        return self.config.fixed_point.eval_solver.max_iter
 
     # ------------------------------------------------------------------ whole sequences
     def equilibrium(
-        self, y0: Tensor, steps: int | None = None
+        self, y0: Tensor, depth: int | None = None
     ) -> tuple[Tensor, SolverStats | None]:
-        """y* = f(y*; y0) per position, with the configured gradient; steps=0 returns y0.
+        """y* = f(y*; y0) per position, with the configured gradient; depth=0 returns y0.
 
         The solver's stats are per position: residual, converged and sample_iters are
         (B*T,) tensors in row-major (batch, position) order.
         """
-        if steps == 0:
+        if depth == 0:
             return y0, None
-        c = self.config
         f = PositionMap(self.head, y0)
-        y, stats = fixed_point(
-            f,
-            f.flat(self.start_point(y0)),
-            self.solver_config(steps),
-            backward=c.backward,
-            backward_steps=c.backward_steps,
-            damping=c.backward_damping,
-            neumann_clip=c.neumann_clip,
+        y, stats = self.config.fixed_point.solve(
+            f, f.flat(self.start_point(y0)), self.training, depth
         )
         return y.view_as(y0), stats
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, steps: int | None = None
+        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
     ) -> ModelOutput:
-        """Logits of y* (or of y0 when steps=0); loss when labels are given."""
-        y, stats = self.equilibrium(self.proposal(input_ids), steps)
+        """Logits of y* (or of y0 when depth=0); loss when labels are given."""
+        y, stats = self.equilibrium(self.proposal(input_ids), depth)
         logits = self.decode(y)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return ModelOutput(logits=logits, loss=loss, solver=stats)
+        return ModelOutput(logits, loss, stats, 0 if stats is None else stats.iters)
+
+    def train_flops(
+        self, out: ModelOutput, shape: tuple[int, ...], attention: bool = True
+    ) -> float:
+        """3 (F_backbone + F_unembed) + the head's solve and backward (`implicit_flops`),
+        where a sequence runs the head while any of its positions is still iterating."""
+        c = self.config
+        batch, seq_len = shape
+        block = c.block_flops(causal_keys(seq_len) if attention else 0.0)
+        head = c.n_head_layers * block + (4.0 * c.dim * c.dim if c.injection == "concat" else 0.0)
+        per_token = 3.0 * (c.n_backbone * block + self.unembed_flops())
+        if out.solver is not None:
+            rows = out.solver.sample_iters.view(batch, -1).max(dim=1).values.float().mean()
+            per_token += implicit_flops(c.fixed_point, out.solver, float(rows) * head, head)
+        return per_token * batch * seq_len
 
     @torch.no_grad()
     def monitor(self, input_ids: Tensor, spectral: bool = False) -> dict[str, object]:
@@ -295,6 +238,6 @@ class AttractorLM(LanguageModel):
         """
         y0 = self.proposal(new_ids, cache.backbone)  # (B, T_new, C)
         f = PositionMap(self.head, y0, cache.head)
-        y, _ = solve(f, f.flat(self.start_point(y0)), self.config.eval_solver)
+        y, _ = solve(f, f.flat(self.start_point(y0)), self.config.fixed_point.eval_solver)
         f(y)
         return self.decode(y.view_as(y0))

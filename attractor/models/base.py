@@ -1,112 +1,46 @@
-"""What every language model shares: its output, its loss, token-by-token generation.
+"""What every model has, language model or grid model: its config, its parameter counts,
+saving, and the answers a trainer or an evaluator asks of it.
 
-A model subclasses `LanguageModel` and implements two methods:
-- `forward(input_ids, labels=None, steps=None) -> ModelOutput` on whole sequences;
-- `extend(new_ids, cache) -> logits (B, T_new, V)`: the logits of new tokens appended to a
-  sequence whose state lives in `cache` (from `new_cache()`), for fast generation.
+A model family subclasses `Model` (through `LanguageModel` or `GridModel`) and answers for
+itself:
+- `depth_unit`: what its inference depth counts ("solver iterations", "recurrences",
+  "cycles"), or None for a fixed-depth model; `max_depth()`: its T_max;
+- `train_flops(out, shape)`: the FLOPs of the training step that produced `out` from
+  inputs of `shape`, counted from the iterations that step actually ran
+  (docs/method.md section 3);
+- `layout()`: a one-line description ("attractor 7+1x1024 h8 ffn4096 anderson T6-64").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from attractor.layers import Block
-from attractor.solvers import SolverStats
-
-IGNORE_INDEX = -100
+from attractor.core.typed_config import to_data
+from attractor.engine import SolverConfig
 
 
-@dataclass
-class ModelOutput:
-    """logits (B, T, V); loss: mean next-token cross-entropy when labels were given;
-    solver: the fixed-point solve's statistics for models that have one."""
-
-    logits: Tensor
-    loss: Tensor | None = None
-    solver: SolverStats | None = None
-
-
-def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross-entropy of logits (B, T, V) against labels (B, T).
-
-    labels[b, t] is the token that follows input_ids[b, t] (already shifted, as in nanoGPT);
-    positions labelled -100 are ignored.
-    """
-    return F.cross_entropy(
-        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
-    )
-
-
-def sample_next(logits: Tensor, temperature: float = 0.0, top_k: int | None = None) -> Tensor:
-    """One token per row from logits (B, V): argmax at temperature 0, else softmax(l / t)
-    restricted to the top k."""
-    if temperature <= 0.0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
-
-
-def block_stack(config: Any, n: int) -> nn.ModuleList:
-    """n causal pre-norm blocks shaped by a model config (dim, n_heads, mlp_ratio, mlp,
-    max_seq_len, and n_kv_heads when the config has it)."""
-    c = config
-    return nn.ModuleList(
-        Block(c.dim, c.n_heads, c.mlp_ratio * c.dim, getattr(c, "n_kv_heads", None), mlp=c.mlp,
-              max_seq_len=c.max_seq_len)
-        for _ in range(n)
-    )  # fmt: skip
-
-
-class LanguageModel(nn.Module):
-    """Base class: `config` is the model's dataclass; `kind` names the model family."""
+class Model(nn.Module):
+    """Base class: `config` is the model's dataclass; `kind` names the family (set by
+    `attractor.models.registry.register`)."""
 
     kind: str = ""
     config: Any
+    depth_unit: str | None = None
 
-    def new_cache(self) -> Any:
-        """Fresh per-sequence state for `extend` (key/value caches, solved states)."""
+    def max_depth(self) -> int:
+        """T_max, the deepest fixed depth this model can be run at."""
+        raise ValueError(
+            f"a {self.kind} model has a fixed depth: there is no solver depth or recurrence "
+            "to set; use a model with a solver, a recurrence or cycles"
+        )
+
+    def train_flops(self, out: Any, shape: tuple[int, ...], attention: bool = True) -> float:
+        """FLOPs of the training forward and backward that produced `out` from inputs of
+        `shape`; attention=False counts the weight matrices only."""
         raise NotImplementedError
-
-    def extend(self, new_ids: Tensor, cache: Any) -> Tensor:
-        """Logits (B, T_new, V) of new_ids appended to the sequence held in cache."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt_ids: Tensor,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        use_cache: bool = True,
-    ) -> Tensor:
-        """Append max_new_tokens sampled tokens to prompt_ids (B, T); returns (B, T + new).
-
-        With ``use_cache`` each new token runs through `extend` against the cached state;
-        without it every step recomputes the whole sequence with `forward` (the reference
-        the cached path must equal).
-        """
-        if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
-            raise ValueError(
-                f"generate: prompt_ids must be (batch, length>0), got {tuple(prompt_ids.shape)}"
-            )
-        ids = prompt_ids
-        cache = self.new_cache() if use_cache else None
-        logits = self.extend(ids, cache) if use_cache else self(ids).logits
-        for _ in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1], temperature, top_k)[:, None]  # (B, 1)
-            ids = torch.cat((ids, nxt), dim=1)
-            logits = self.extend(nxt, cache) if use_cache else self(ids).logits
-        return ids
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (shared tensors once); optionally without embedding tables."""
@@ -117,12 +51,33 @@ class LanguageModel(nn.Module):
                     params.pop(id(m.weight), None)
         return sum(p.numel() for p in params.values())
 
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict[str, Any]:
         """{"kind": ..., **config}: what config.json holds."""
-        return {"kind": self.kind, **dataclasses.asdict(self.config)}
+        return {"kind": self.kind, **to_data(self.config)}
 
     def save_pretrained(self, directory: str) -> None:
-        """Write config.json and model.safetensors to directory (see attractor.pretrained)."""
-        from attractor.pretrained import save_pretrained
+        """Write config.json and model.safetensors to directory (attractor.models.pretrained)."""
+        from attractor.models.pretrained import save_pretrained
 
         save_pretrained(self, directory)
+
+    def layout(self) -> str:
+        """A short description from the config's shape fields, e.g. "gpt 6x768 h6 ffn3072"."""
+        return describe(self.kind, self.config)
+
+
+_LAYER_FIELDS = ("n_layers", "n_backbone", "n_head_layers", "n_prelude", "n_recurrent", "n_coda")
+
+
+def describe(kind: str, config: Any) -> str:
+    """A short layout from whichever common shape fields the config has:
+    "gpt 6x768 h6 ffn3072", "attractor 7+1x1024 h8 ffn4096 anderson T6-64 tol0.0003"."""
+    names = {f.name for f in dataclasses.fields(config)}
+    layers = "+".join(str(getattr(config, f)) for f in _LAYER_FIELDS if f in names)
+    parts = [kind, f"{layers}x{config.dim}" if layers else f"d{config.dim}", f"h{config.n_heads}"]
+    parts.append(f"ffn{config.mlp_hidden()}" + ("" if config.mlp == "relu2" else f" {config.mlp}"))
+    fixed_point = getattr(config, "fixed_point", None)
+    if fixed_point is not None:
+        s: SolverConfig = fixed_point.eval_solver
+        parts.append(f"{s.method} T{s.min_iter}-{s.max_iter} tol{s.tol:g}")
+    return " ".join(parts)

@@ -1,21 +1,21 @@
-"""DEQ baseline (DESIGN.md 2.4; Bai et al. 2019, "Deep Equilibrium Models"): a hidden-state
-equilibrium found from a zero start, decoded by a separate (untied) output head.
+"""DEQ baseline (docs/method.md section 2.5; Bai et al. 2019, "Deep Equilibrium Models"):
+a hidden-state equilibrium found from a zero start, decoded by a separate (untied) head.
 
     x = s * E[ids];  f(z; x) = Blocks(z + x) - z = x + D(z + x);  z* = f(z*; x);
     logits = W_out RMSNorm(z*)
 
 D(h) = Blocks(h) - h is the sum of the residual branches of the n_layers pre-norm blocks.
-The identity path of the blocks is taken out of f (as in the attractor map, DESIGN 2.1):
+The identity path of the blocks is taken out of f (as in the attractor map, method 2.1):
 with it, f(z) = z + x + D(z + x) has Jacobian I + dD and Picard iteration only drifts.
 Every branch reads its input through an RMSNorm, so D is bounded whatever z is; the untied
 embedding starts at N(0, 1) (``embed_init_std``, as nanochat's), so x outweighs the branches
 (init_std 0.02) and f starts as a strong contraction (about 10 Picard steps to 1e-6 at
 width 768). With the GPT's 0.02 embedding the map is not contractive at width 256 and up.
 
-The solve runs `attractor.fixed_point` from z = 0 with ``train_solver`` in training and
-``eval_solver`` otherwise; gradients follow ``backward``. ``steps=k`` runs exactly k
+The solve runs `attractor.engine.fixed_point` from z = 0 with ``config.fixed_point``'s
+training or evaluation solver; gradients follow its ``backward``. ``depth=k`` runs exactly k
 f-evaluations (the current solver's method, tol 0, min_iter = max_iter = k, last iterate):
-with Picard that is f^k(0), with or without autograd. ``steps=0``
+with Picard that is f^k(0), with or without autograd. ``depth=0``
 decodes z = 0, i.e. all-zero logits (a uniform distribution), with nothing to differentiate.
 
 Generation recomputes the whole sequence for each new token: caching a DEQ (the solve
@@ -30,48 +30,42 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from attractor.implicit import BACKWARDS, fixed_point
-from attractor.layers import RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.solvers import SolverConfig, SolverStats, solve, solver_for
+from attractor.engine import FixedPointConfig, SolverConfig, SolverStats, solve
+from attractor.models.flops import implicit_flops
+from attractor.models.language_model import (
+    LanguageModel,
+    LanguageModelConfig,
+    ModelOutput,
+    next_token_loss,
+)
+from attractor.models.registry import register
+from attractor.nn import RMSNorm, block_stack, causal_keys, init_weights, set_optim_group
 
 
-def _train_solver() -> SolverConfig:
-    return SolverConfig(method="anderson", tol=1e-3, max_iter=32)
-
-
-def _eval_solver() -> SolverConfig:
-    return SolverConfig(method="anderson", tol=1e-4, max_iter=64)
+def deq_fixed_point() -> FixedPointConfig:
+    """Anderson from zero: tol 1e-3 and at most 32 iterations in training, 1e-4 and 64 in
+    evaluation; Jacobian-free backward."""
+    return FixedPointConfig(
+        train_solver=SolverConfig(method="anderson", tol=1e-3, max_iter=32),
+        eval_solver=SolverConfig(method="anderson", tol=1e-4, max_iter=64),
+    )
 
 
 @dataclass
-class DEQConfig:
-    vocab_size: int = 32768
-    dim: int = 768
-    n_heads: int = 6
-    mlp_ratio: int = 4
-    mlp: str = "relu2"
-    max_seq_len: int = 2048
+class DEQConfig(LanguageModelConfig):
     n_layers: int = 2  # blocks inside f
-    train_solver: SolverConfig = field(default_factory=_train_solver)
-    eval_solver: SolverConfig = field(default_factory=_eval_solver)
-    backward: str = "onestep"  # onestep | neumann | adjoint | phantom
-    backward_steps: int = 2  # k of phantom
-    embed_scale: float = 1.0  # s in x = s * E[ids]
+    fixed_point: FixedPointConfig = field(default_factory=deq_fixed_point)
     embed_init_std: float = 1.0  # E ~ N(0, std^2): x must outweigh the bounded branches
-    init_std: float = 0.02  # every other weight
 
     def __post_init__(self) -> None:
-        if self.backward not in BACKWARDS:
-            raise ValueError(
-                f"deq: unknown backward {self.backward!r}; choose one of {', '.join(BACKWARDS)}"
-            )
-        if self.n_layers < 1 or self.backward_steps < 1:
-            raise ValueError("deq: n_layers and backward_steps must be at least 1")
+        super().__post_init__()
+        if self.n_layers < 1:
+            raise ValueError("deq: n_layers must be at least 1")
 
 
+@register("deq", DEQConfig)
 class DEQ(LanguageModel):
-    kind = "deq"
+    depth_unit = "solver iterations"
 
     def __init__(self, config: DEQConfig):
         super().__init__()
@@ -79,7 +73,8 @@ class DEQ(LanguageModel):
         self.embed = nn.Embedding(c.vocab_size, c.dim)
         self.blocks = block_stack(c, c.n_layers)
         self.norm = RMSNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)  # untied from embed
+        # untied from embed, and trained by AdamW like the embeddings, not by Muon
+        self.head = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
         nn.init.normal_(self.embed.weight, 0.0, c.embed_init_std)
 
@@ -90,13 +85,13 @@ class DEQ(LanguageModel):
             h = block(h)
         return h - z
 
-    def solver_config(self, steps: int | None = None) -> SolverConfig:
-        """The solve this forward runs: the train or eval solver, or exactly `steps` evaluations."""
-        c = self.config
-        return solver_for(c.train_solver, c.eval_solver, self.training, steps)
+    def max_depth(self) -> int:
+        """T_max: the evaluation solver's max_iter."""
+        return self.config.fixed_point.eval_solver.max_iter
 
-    def equilibrium(self, ids: Tensor, steps: int | None = None) -> tuple[Tensor, SolverStats]:
-        """z* (B, T, C) solved from zero, with gradient by ``config.backward``, and the stats."""
+    def equilibrium(self, ids: Tensor, depth: int | None = None) -> tuple[Tensor, SolverStats]:
+        """z* (B, T, C) solved from zero, with gradient by the configured backward, and the
+        stats."""
         c = self.config
         x = c.embed_scale * self.embed(ids)  # (B, T, C)
         z0 = torch.zeros_like(x)
@@ -104,27 +99,33 @@ class DEQ(LanguageModel):
         def f(z: Tensor, active: Tensor | None = None) -> Tensor:  # active: freeze_converged
             return self.f(z, x)
 
-        if steps == 0:
-            return solve(f, z0, self.solver_config(0))
-        return fixed_point(
-            f,
-            z0,
-            self.solver_config(steps),
-            backward=c.backward,
-            backward_steps=c.backward_steps,
-        )
+        if depth == 0:
+            return solve(f, z0, c.fixed_point.solver(self.training, 0))
+        return c.fixed_point.solve(f, z0, self.training, depth)
 
     def decode(self, z: Tensor) -> Tensor:
         """logits = W_out RMSNorm(z), (B, T, V); W_out is not the input embedding."""
         return self.head(self.norm(z))
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, steps: int | None = None
+        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
     ) -> ModelOutput:
-        z, stats = self.equilibrium(input_ids, steps)
+        z, stats = self.equilibrium(input_ids, depth)
         logits = self.decode(z)
         loss = None if labels is None else next_token_loss(logits, labels)
-        return ModelOutput(logits=logits, loss=loss, solver=stats)
+        return ModelOutput(logits, loss, stats, stats.iters)
+
+    def train_flops(
+        self, out: ModelOutput, shape: tuple[int, ...], attention: bool = True
+    ) -> float:
+        """3 F_unembed + the solve and backward of f = the n_layers blocks (`implicit_flops`)."""
+        c = self.config
+        batch, seq_len = shape
+        f = c.n_layers * c.block_flops(causal_keys(seq_len) if attention else 0.0)
+        per_token = 3.0 * self.unembed_flops()
+        if out.depth:  # depth 0 decodes the zero start: nothing of f runs
+            per_token += implicit_flops(c.fixed_point, out.solver, out.solver.iters * f, f)
+        return per_token * batch * seq_len
 
     def new_cache(self) -> list[Tensor]:
         """No key/value cache: the "cache" is the list of ids so far, recomputed each step."""

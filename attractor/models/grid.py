@@ -1,4 +1,4 @@
-"""What every grid-puzzle model shares (DESIGN.md section 2.3).
+"""What every grid-puzzle model shares (docs/method.md section 2.4).
 
 A grid model reads a flattened puzzle of L cells (token ids, `attractor.data.puzzles`) and
 predicts every cell at once. Its input x is the embedded grid behind a learned prefix of
@@ -12,48 +12,57 @@ positions start as loud as tokens: a grid's structure is most of what a solver n
 
 Recurrent models (the reasoner, TRM) carry a latent state from one supervision step to
 the next (`initial_carry`, `GridOutput.carry`); the others predict from scratch each time.
-The loss is TRM's stable-max cross-entropy (Wang et al. 2025, arXiv 2510.04871, after
+The loss is TRM's stable-max cross-entropy (Jolicoeur-Martineau 2025, arXiv 2510.04871, after
 Prieto et al. 2025): s(v) = v + 1 for v >= 0 and 1 / (1 - v) below, p_i = s(v_i) / sum_j s(v_j).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attractor.layers import Block, RMSNorm, init_weights
-from attractor.models.base import IGNORE_INDEX, LanguageModel
-from attractor.solvers import SolverStats
-
-POSITIONS = ("1d", "2d")
+from attractor.engine import SolverStats
+from attractor.models.base import Model
+from attractor.models.language_model import IGNORE_INDEX
+from attractor.nn import (
+    Block,
+    RMSNorm,
+    TransformerShape,
+    block_stack,
+    init_weights,
+    set_optim_group,
+)
 
 
 @dataclass
-class GridConfig:
+class GridConfig(TransformerShape):
     """Fields every grid model has. A Sudoku of box_rows x box_cols boxes has side
-    box_rows * box_cols; a maze sets box_rows = box_cols = 0 and gives `side`."""
+    box_rows * box_cols; a maze sets box_rows = box_cols = 0 and gives `side`. The sequence
+    is the prefix and the cells: max_seq_len = n_prefix + side^2, derived."""
 
     vocab_size: int = 11  # 0 pad, 1 blank, 2..10 digits (9 x 9 Sudoku)
-    side: int = 9  # grid side N: L = N * N cells
-    box_rows: int = 3  # 0 for grids without boxes (mazes)
-    box_cols: int = 3
-    positions: str = "1d"  # 1d: a learned table over the sequence | 2d: row + col (+ box)
-    n_prefix: int = 1  # learned prefix positions; the halting logit reads position 0
     dim: int = 512
     n_heads: int = 8
     mlp_ratio: float = 4.0  # SwiGLU's hidden width is 2/3 of this x dim (same parameters)
-    mlp: str = "swiglu"
+    mlp: Literal["relu2", "swiglu"] = "swiglu"
+    max_seq_len: int = field(init=False, default=0)
+    side: int = 9  # grid side N: L = N * N cells
+    box_rows: int = 3  # 0 for grids without boxes (mazes)
+    box_cols: int = 3
+    positions: Literal["1d", "2d"] = (
+        "1d"  # 1d: a learned table over the sequence | 2d: row + col (+ box)
+    )
+    n_prefix: int = 1  # learned prefix positions; the halting logit reads position 0
     n_sup: int = 16  # supervision steps (recurrent models), all of them at evaluation
     halt_explore: float = 0.1  # chance a training sample must run a random minimum of steps
-    init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.positions not in POSITIONS:
-            raise ValueError(f"grid: unknown positions {self.positions!r}; choose {POSITIONS}")
+        super().__post_init__()
         if self.box_rows and self.box_rows * self.box_cols != self.side:
             raise ValueError(
                 f"grid: boxes of {self.box_rows} x {self.box_cols} do not tile a side of "
@@ -61,25 +70,28 @@ class GridConfig:
             )
         if self.n_prefix < 1 or self.n_sup < 1:
             raise ValueError("grid: n_prefix and n_sup must be at least 1")
+        self.max_seq_len = self.n_prefix + self.cells
 
     @property
     def cells(self) -> int:
         return self.side * self.side
 
-    @property
-    def max_seq_len(self) -> int:
-        return self.n_prefix + self.cells
+    def mlp_hidden(self) -> int:
+        """MLP width: mlp_ratio x dim, times 2/3 for SwiGLU (TRM / LLaMA convention)."""
+        return int(round(self.mlp_ratio * self.dim * (2 / 3 if self.mlp == "swiglu" else 1.0)))
 
 
 @dataclass
 class GridOutput:
     """logits (B, L, V) over the cells; halt_logits (B,); carry: the detached state the next
-    supervision step starts from (None for models without one); solver: fixed-point stats."""
+    supervision step starts from (None for models without one); solver: fixed-point stats;
+    depth: the solver iterations or cycles this step ran (None for a one-pass model)."""
 
     logits: Tensor
     halt_logits: Tensor
     carry: Tensor | None = None
     solver: SolverStats | None = None
+    depth: int | None = None
 
 
 def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -93,28 +105,9 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return -(picked * mask).sum().float() / mask.sum().clamp_min(1)
 
 
-class PostNormBlock(Block):
-    """TRM's block: h = N(x + Attn(x)); out = N(h + MLP(h)). Outputs have unit RMS per
-    token, which keeps a recursion of the same block bounded."""
-
-    def forward(self, x: Tensor, cache=None, value_embed=None) -> Tensor:
-        h = self.norm1(x + self.attn(x, cache, value_embed))
-        return self.norm2(h + self.mlp(h))
-
-
-def mlp_hidden(c: GridConfig) -> int:
-    """MLP width: mlp_ratio x dim, times 2/3 for SwiGLU (TRM / LLaMA convention)."""
-    return int(round(c.mlp_ratio * c.dim * (2 / 3 if c.mlp == "swiglu" else 1.0)))
-
-
-def grid_blocks(c: GridConfig, n: int, post_norm: bool = False) -> nn.ModuleList:
-    """n bidirectional blocks shaped by a grid config (post-norm for recursive nets)."""
-    block = PostNormBlock if post_norm else Block
-    return nn.ModuleList(
-        block(c.dim, c.n_heads, mlp_hidden(c), causal=False, mlp=c.mlp,
-              max_seq_len=c.max_seq_len)
-        for _ in range(n)
-    )  # fmt: skip
+def grid_blocks(c: GridConfig, n: int, block: type[Block] = Block) -> nn.ModuleList:
+    """n bidirectional blocks shaped by a grid config."""
+    return block_stack(c, n, causal=False, block=block)
 
 
 def structure(c: GridConfig) -> tuple[Tensor, Tensor, Tensor]:
@@ -174,25 +167,37 @@ class GridReadout(nn.Module):
 
     def __init__(self, c: GridConfig):
         super().__init__()
-        self.n_prefix = c.n_prefix
+        self.n_prefix, self.n_cells = c.n_prefix, c.cells
         self.norm = RMSNorm(c.dim)
-        self.out = nn.Linear(c.dim, c.vocab_size, bias=False)
+        # the cell projection is an output projection: AdamW, not Muon
+        self.out = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
         self.halt = nn.Linear(c.dim, 1)
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.out(self.norm(y[:, self.n_prefix :]))
         return logits, self.halt(y[:, 0]).squeeze(-1).float()
 
+    def flops(self) -> float:
+        """Forward FLOPs of one grid: the cell projection on every cell, the halting dot."""
+        cells = self.out.in_features * self.out.out_features * self.n_cells
+        return 2.0 * (cells + self.halt.in_features)
 
-class GridModel(LanguageModel):
+
+class GridModel(Model):
     """Base class of the grid-puzzle models: embed, a model-specific middle, read out.
 
-    Subclasses implement `forward(inputs, carry=None, steps=None) -> GridOutput`; recurrent
-    ones set `recurrent = True` and implement `initial_carry`.
+    Subclasses implement `forward(inputs, carry=None, depth=None) -> GridOutput`; recurrent
+    ones set `recurrent = True` and implement `initial_carry`. Attention is bidirectional,
+    so every position attends over the whole sequence of S = n_prefix + cells.
     """
 
     recurrent: bool = False
     config: GridConfig
+
+    def block_flops(self, attention: bool = True) -> float:
+        """Forward FLOPs of one block over one whole grid (all S positions)."""
+        c = self.config
+        return c.max_seq_len * c.block_flops(c.max_seq_len if attention else 0.0)
 
     def initial_carry(self, batch_size: int) -> Tensor | None:
         """The state of supervision step 0, (B, ...) with the batch first; None if stateless."""

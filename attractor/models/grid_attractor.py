@@ -1,7 +1,7 @@
 """The backbone-plus-head Attractor model of section 2.1 run bidirectionally on grids.
 
 y0 = Backbone(x) with bidirectional pre-norm blocks; the gated attractor head defines
-f(y; y0) = y0 + D(y + y0) (`attractor.models.attractor.AttractorHead`, causal=False), and
+f(y; y0) = y0 + D(y + y0) (`attractor.nn.AttractorHead`, causal=False), and
 the solver finds y* = f(y*; y0) for each whole grid (one sample per puzzle, since every
 cell sees every other). Cells and the halting logit are read from y*. No carried state.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from attractor.implicit import BACKWARDS, fixed_point
-from attractor.models.attractor import AttractorHead
+from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.models.flops import implicit_flops
 from attractor.models.grid import (
     GridConfig,
     GridEmbedding,
@@ -21,13 +21,15 @@ from attractor.models.grid import (
     GridOutput,
     GridReadout,
     grid_blocks,
-    mlp_hidden,
 )
-from attractor.solvers import SolverConfig, solver_for
+from attractor.models.registry import register
+from attractor.nn import AttractorHead
 
 
-def _grid_solver() -> SolverConfig:
-    return SolverConfig("anderson", tol=1e-3, max_iter=16, min_iter=2)
+def grid_fixed_point() -> FixedPointConfig:
+    """Anderson, tol 1e-3, 2-16 iterations; Jacobian-free backward."""
+    solver = SolverConfig("anderson", tol=1e-3, max_iter=16, min_iter=2)
+    return FixedPointConfig(train_solver=solver, eval_solver=solver)
 
 
 @dataclass
@@ -36,19 +38,12 @@ class GridAttractorConfig(GridConfig):
     n_head_layers: int = 4
     gate_init: float = 0.75
     gate_max: float = 1.0
-    train_solver: SolverConfig = field(default_factory=_grid_solver)
-    eval_solver: SolverConfig = field(default_factory=_grid_solver)
-    backward: str = "onestep"
-    backward_steps: int = 2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.backward not in BACKWARDS:
-            raise ValueError(f"grid_attractor: unknown backward {self.backward!r}; {BACKWARDS}")
+    fixed_point: FixedPointConfig = field(default_factory=grid_fixed_point)
 
 
+@register("grid_attractor", GridAttractorConfig)
 class GridAttractor(GridModel):
-    kind = "grid_attractor"
+    depth_unit = "solver iterations"
 
     def __init__(self, config: GridAttractorConfig):
         super().__init__()
@@ -58,7 +53,7 @@ class GridAttractor(GridModel):
         self.head = AttractorHead(
             c.dim,
             c.n_heads,
-            mlp_hidden(c),
+            c.mlp_hidden(),
             depth=c.n_head_layers,
             causal=False,
             mlp=c.mlp,
@@ -69,22 +64,31 @@ class GridAttractor(GridModel):
         self.readout = GridReadout(c)
         self._init(c.n_backbone + c.n_head_layers)
 
+    def max_depth(self) -> int:
+        """T_max: the evaluation solver's max_iter."""
+        return self.config.fixed_point.eval_solver.max_iter
+
     def forward(
-        self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
+        self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
-        """y* from the proposal y0; `steps` cuts the solver (0 decodes y0 itself)."""
-        c = self.config
+        """y* from the proposal y0; `depth` cuts the solver (0 decodes y0 itself)."""
         y0 = self.embed(inputs)
         for block in self.backbone:
             y0 = block(y0)
         y, stats = y0, None
-        if steps != 0:
-            y, stats = fixed_point(
-                lambda y, active=None: self.head(y, y0),
-                y0,
-                solver_for(c.train_solver, c.eval_solver, self.training, steps),
-                backward=c.backward,
-                backward_steps=c.backward_steps,
+        if depth != 0:
+            y, stats = self.config.fixed_point.solve(
+                lambda y, active=None: self.head(y, y0), y0, self.training, depth
             )
         logits, halt = self.readout(y)
-        return GridOutput(logits, halt, None, stats)
+        return GridOutput(logits, halt, None, stats, 0 if stats is None else stats.iters)
+
+    def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
+        """3 (F_backbone + F_readout) + the head's solve and backward (`implicit_flops`)."""
+        c = self.config
+        block = self.block_flops(attention)
+        head = c.n_head_layers * block
+        per_grid = 3.0 * (c.n_backbone * block + self.readout.flops())
+        if out.solver is not None:
+            per_grid += implicit_flops(c.fixed_point, out.solver, out.solver.iters * head, head)
+        return per_grid * shape[0]

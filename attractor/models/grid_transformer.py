@@ -17,6 +17,7 @@ from attractor.models.grid import (
     GridReadout,
     grid_blocks,
 )
+from attractor.models.registry import register
 
 
 @dataclass
@@ -24,9 +25,8 @@ class GridTransformerConfig(GridConfig):
     n_layers: int = 8
 
 
+@register("grid_transformer", GridTransformerConfig)
 class GridTransformer(GridModel):
-    kind = "grid_transformer"
-
     def __init__(self, config: GridTransformerConfig):
         super().__init__()
         self.config = c = config
@@ -36,12 +36,17 @@ class GridTransformer(GridModel):
         self._init(c.n_layers)
 
     def forward(
-        self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
+        self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
-        if steps is not None:
-            raise ValueError("grid_transformer: a fixed-depth model has no solver steps to set")
+        if depth is not None:
+            raise ValueError("grid_transformer: a fixed-depth model has no depth to set")
         h = self.embed(inputs)
         for block in self.blocks:
             h = block(h)
         logits, halt = self.readout(h)
         return GridOutput(logits, halt)
+
+    def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
+        """3 (F_blocks + F_readout) per grid."""
+        per_grid = self.config.n_layers * self.block_flops(attention) + self.readout.flops()
+        return 3.0 * per_grid * shape[0]

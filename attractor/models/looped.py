@@ -1,6 +1,6 @@
-"""Looped LM baseline, Parcae-style (DESIGN.md 2.4): a prelude P, one weight-tied stack of
-recurrent blocks R applied T times with a stable diagonal injection of P's output, a coda C,
-and a tied decode.
+"""Looped LM baseline, Parcae-style (docs/method.md section 2.5): a prelude P, one
+weight-tied stack of recurrent blocks R applied T times with a stable diagonal injection of
+P's output, a coda C, and a tied decode.
 
     e = P(s * E[x]);  h_0 = 0;  h_t = R(exp(-dt A) * h_{t-1} + dt * B e),  t = 1 .. T;
     logits = E . RMSNorm(C(h_T))
@@ -9,12 +9,12 @@ with A = exp(A_log) > 0 and dt = softplus(dt_param) per channel (so the decay li
 for any parameters: the linear part of the recurrence is stable), and B a dim x dim matrix
 initialised to the identity.
 
-Depth: in training (``model.training`` and ``steps is None``) one depth per batch is drawn,
+Depth: in training (``model.training`` and ``depth is None``) one depth per batch is drawn,
 T ~ max(1, Poisson(mu)) (one draw for the whole batch, not one per sequence, from torch's
-global generator). Otherwise T = ``eval_depth``, or ``steps`` when given; ``steps=0`` skips
+global generator). Otherwise T = ``eval_depth``, or ``depth`` when given; ``depth=0`` skips
 R and decodes the injection into the zero state, C(dt * B e). In training mode gradients flow
 through the last k = ``backprop_depth`` recurrences only, whatever T is: the first T - k run
-under ``torch.no_grad``. The depth of the last forward is kept in ``model.depth_used``.
+under ``torch.no_grad``. The forward's T is in its output, ``out.depth``.
 
 Value embeddings (nanochat) sit on alternate layers of the logical stack P + R + C (layers
 1, 3, 5 of 2 + 2 + 2); a table on a recurrent block is added at every recurrence.
@@ -29,20 +29,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attractor.layers import KVCache, RMSNorm, init_weights
-from attractor.models.base import LanguageModel, ModelOutput, block_stack, next_token_loss
-from attractor.models.gpt import value_embeddings
+from attractor.models.language_model import (
+    LanguageModel,
+    LanguageModelConfig,
+    ModelOutput,
+    next_token_loss,
+)
+from attractor.models.registry import register
+from attractor.nn import (
+    KVCache,
+    RMSNorm,
+    block_stack,
+    causal_keys,
+    init_weights,
+    value_embed_flops,
+    value_embeddings,
+)
 
 
 @dataclass
-class LoopedConfig:
-    vocab_size: int = 32768
-    dim: int = 768
-    n_heads: int = 6
-    n_kv_heads: int | None = None
-    mlp_ratio: int = 4
-    mlp: str = "relu2"
-    max_seq_len: int = 2048
+class LoopedConfig(LanguageModelConfig):
     n_prelude: int = 2  # blocks of P
     n_recurrent: int = 2  # blocks of R, the stack applied T times
     n_coda: int = 2  # blocks of C
@@ -50,10 +56,9 @@ class LoopedConfig:
     backprop_depth: int = 4  # k: gradients flow through the last k recurrences
     eval_depth: int = 8  # T at evaluation and in generation
     value_embeds: bool = True  # alternate layers of P + R + C, gated
-    embed_scale: float = 1.0  # s in x~ = s * E[x]
-    init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_recurrent < 1 or self.n_prelude < 0 or self.n_coda < 0:
             raise ValueError(
                 "looped: need n_recurrent >= 1 and n_prelude, n_coda >= 0, got "
@@ -121,8 +126,9 @@ class LoopedCache:
         return len(self.recurrent)
 
 
+@register("looped", LoopedConfig)
 class LoopedLM(LanguageModel):
-    kind = "looped"
+    depth_unit = "recurrences"
 
     def __init__(self, config: LoopedConfig):
         super().__init__()
@@ -132,26 +138,28 @@ class LoopedLM(LanguageModel):
         self.injection = DiagonalInjection(c.dim)
         self.recurrent = block_stack(c, c.n_recurrent)
         self.coda = block_stack(c, c.n_coda)
-        self.value_embeds = value_embeddings(c, c.n_layers)
+        self.value_embeds = value_embeddings(c, c.n_layers, c.value_embeds)
         self.norm = RMSNorm(c.dim)
         # out_std as for a plain stack as deep as the expected unrolled depth
         unrolled = c.n_prelude + c.n_coda + c.mean_depth * c.n_recurrent
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * unrolled))
         self.injection.reset_parameters()  # init_weights drew B from N(0, std^2)
-        self.depth_used: int | None = None  # T of the last forward, for monitoring
 
     # ------------------------------------------------------------------ depth
     def sample_depth(self) -> int:
         """A training depth T ~ max(1, Poisson(mu)), drawn from torch's global generator."""
         return max(1, int(torch.poisson(torch.tensor(float(self.config.mean_depth))).item()))
 
-    def _depths(self, steps: int | None) -> tuple[int, int]:
+    def max_depth(self) -> int:
+        """T_max: the evaluation depth."""
+        return self.config.eval_depth
+
+    def _depths(self, depth: int | None) -> tuple[int, int]:
         """(T, recurrences that run without gradient) for this forward."""
         c = self.config
-        if steps is not None and steps < 0:
-            raise ValueError(f"looped: steps must be >= 0, got {steps}")
-        depth = steps
-        if steps is None:
+        if depth is not None and depth < 0:
+            raise ValueError(f"looped: depth must be >= 0, got {depth}")
+        if depth is None:
             depth = self.sample_depth() if self.training else c.eval_depth
         free = max(0, depth - c.backprop_depth) if self.training else 0
         return depth, free
@@ -191,7 +199,7 @@ class LoopedLM(LanguageModel):
         x = c.embed_scale * self.embed(ids)  # (B, T, C)
         e = self._run_blocks(self.prelude, 0, ids, x, None if cache is None else cache.prelude)
         decay, u = self.injection.coefficients(e)  # (C,), (B, T, C)
-        h = u  # the injection into the zero state: what steps=0 decodes
+        h = u  # the injection into the zero state: what depth=0 decodes
         if depth > 0:
             h = torch.zeros_like(e)
             step_caches = cache.recurrent if cache is not None else [None] * depth
@@ -210,13 +218,33 @@ class LoopedLM(LanguageModel):
 
     # ------------------------------------------------------------------ interface
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, steps: int | None = None
+        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
     ) -> ModelOutput:
-        depth, free = self._depths(steps)
-        self.depth_used = depth
+        depth, free = self._depths(depth)
         logits = self.decode(self.hidden(input_ids, depth, free))
         loss = None if labels is None else next_token_loss(logits, labels)
-        return ModelOutput(logits=logits, loss=loss)
+        return ModelOutput(logits=logits, loss=loss, depth=depth)
+
+    def train_flops(
+        self, out: ModelOutput, shape: tuple[int, ...], attention: bool = True
+    ) -> float:
+        """3 (F_prelude + F_B + k F_recurrent + F_coda + F_unembed) + (T - k) F_recurrent for
+        T recurrences, the last k with gradient (value-embedding gates counted where they
+        run: once for P and C, every recurrence for R)."""
+        c = self.config
+        batch, seq_len = shape
+        block = c.block_flops(causal_keys(seq_len) if attention else 0.0)
+        looped = {str(c.n_prelude + i) for i in range(c.n_recurrent)}
+        tables = self.value_embeds.items()
+        ve_once = value_embed_flops(v for key, v in tables if key not in looped)
+        recurrent = c.n_recurrent * block + value_embed_flops(
+            v for key, v in tables if key in looped
+        )
+        k = min(c.backprop_depth, out.depth)
+        injection = 2.0 * c.dim * c.dim  # B e, once a forward
+        graph = (c.n_prelude + c.n_coda) * block + ve_once + injection + self.unembed_flops()
+        per_token = 3.0 * (graph + k * recurrent) + (out.depth - k) * recurrent
+        return per_token * batch * seq_len
 
     def new_cache(self, depth: int | None = None) -> LoopedCache:
         """Caches for generation at `depth` recurrences (default ``eval_depth``)."""
@@ -228,5 +256,4 @@ class LoopedLM(LanguageModel):
         )
 
     def extend(self, new_ids: Tensor, cache: LoopedCache) -> Tensor:
-        self.depth_used = cache.depth
         return self.decode(self.hidden(new_ids, cache.depth, cache=cache))

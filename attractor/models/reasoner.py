@@ -1,8 +1,8 @@
-"""The Attractor reasoner (DESIGN.md section 2.3): TRM's two latents, solved to a fixed point.
+"""The Attractor reasoner (docs/method.md section 2.4): TRM's two latents, solved to a fixed point.
 
-TRM (Wang et al. 2025, arXiv 2510.04871) refines an answer latent y and a reasoning latent
-z with one small bidirectional network by a fixed unrolled schedule. The reasoner instead
-solves for the fixed point of the joint update
+TRM (Jolicoeur-Martineau 2025, arXiv 2510.04871) refines an answer latent y and a reasoning
+latent z with one small bidirectional network by a fixed unrolled schedule. The reasoner
+instead solves for the fixed point of the joint update
 
     G(y, z) = (net(y, z'), z'),   z' = net(z, y + x),   net(a, b) = Blocks(a + b),
 
@@ -19,71 +19,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from attractor.implicit import fixed_point
-from attractor.models.grid import (
-    GridConfig,
-    GridEmbedding,
-    GridModel,
-    GridOutput,
-    GridReadout,
-    grid_blocks,
-)
-from attractor.solvers import SolverConfig, solver_for
+from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.models.flops import implicit_flops
+from attractor.models.grid import GridConfig, GridOutput
+from attractor.models.grid_latents import LatentPairModel
+from attractor.models.registry import register
 
 
-def _reasoner_solver() -> SolverConfig:
-    return SolverConfig("anderson", tol=1e-3, max_iter=8, min_iter=4)
+def reasoner_fixed_point() -> FixedPointConfig:
+    """Anderson, tol 1e-3, 4-8 iterations of G; two undamped phantom steps backward."""
+    solver = SolverConfig("anderson", tol=1e-3, max_iter=8, min_iter=4)
+    return FixedPointConfig(
+        train_solver=solver, eval_solver=solver, backward="phantom", backward_steps=2
+    )
 
 
 @dataclass
 class ReasonerConfig(GridConfig):
     n_layers: int = 8  # blocks in net
-    train_solver: SolverConfig = field(default_factory=_reasoner_solver)
-    eval_solver: SolverConfig = field(default_factory=_reasoner_solver)
-    backward_steps: int = 2  # phantom k
-    backward_damping: float = 1.0  # phantom a
+    fixed_point: FixedPointConfig = field(default_factory=reasoner_fixed_point)
 
 
-class RecursiveNet(torch.nn.Module):
-    """net(a, b) = Blocks(a + b): post-norm bidirectional blocks, shared by every call."""
-
-    def __init__(self, c: GridConfig, n_layers: int):
-        super().__init__()
-        self.blocks = grid_blocks(c, n_layers, post_norm=True)
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        h = a + b
-        for block in self.blocks:
-            h = block(h)
-        return h
-
-
-class LatentPairModel(GridModel):
-    """What the reasoner and TRM share: the embedding, one recursive net, the readout, and
-    TRM's fixed random initial latents (y, z), carried between supervision steps. The fixed
-    point does not depend on where the solver starts, so the initial latents receive no
-    gradient: they are buffers, not parameters."""
-
-    recurrent = True
-
-    def __init__(self, config: GridConfig, n_layers: int):
-        super().__init__()
-        self.config = c = config
-        self.embed = GridEmbedding(c)
-        self.net = RecursiveNet(c, n_layers)
-        self.readout = GridReadout(c)
-        self._init(n_layers)
-        self.register_buffer("y_init", torch.randn(c.dim))
-        self.register_buffer("z_init", torch.randn(c.dim))
-
-    def initial_carry(self, batch_size: int) -> Tensor:
-        """(y, z) at step 0: (B, 2, P + L, C)."""
-        state = torch.stack((self.y_init, self.z_init))  # (2, C)
-        return state[None, :, None].expand(batch_size, 2, self.config.max_seq_len, -1).clone()
-
-
+@register("reasoner", ReasonerConfig)
 class Reasoner(LatentPairModel):
-    kind = "reasoner"
+    depth_unit = "solver iterations"
 
     def __init__(self, config: ReasonerConfig):
         super().__init__(config, config.n_layers)
@@ -95,27 +54,34 @@ class Reasoner(LatentPairModel):
         y = self.net(y, z)
         return torch.stack((y, z), dim=1)
 
+    def max_depth(self) -> int:
+        """T_max: the evaluation solver's max_iter."""
+        return self.config.fixed_point.eval_solver.max_iter
+
     def forward(
-        self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
+        self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
-        """One supervision step from `carry` (step 0 when None); `steps` cuts the solver to
+        """One supervision step from `carry` (step 0 when None); `depth` cuts the solver to
         exactly that many iterations of G (0 decodes the carried state). With gradients the
         output is the k phantom steps from the solver's last pre-image (k - 1 past y*)."""
-        c = self.config
         x = self.embed(inputs)  # (B, S, C)
         start = self.initial_carry(inputs.shape[0]) if carry is None else carry
         start = start.to(x.dtype)
         stats = None
-        if steps == 0:
+        if depth == 0:
             state = start
         else:
-            state, stats = fixed_point(
-                lambda s, active=None: self.update(s, x),
-                start,
-                solver_for(c.train_solver, c.eval_solver, self.training, steps),
-                backward="phantom",
-                backward_steps=c.backward_steps,
-                damping=c.backward_damping,
+            state, stats = self.config.fixed_point.solve(
+                lambda s, active=None: self.update(s, x), start, self.training, depth
             )
         logits, halt = self.readout(state[:, 0])
-        return GridOutput(logits, halt, state.detach(), stats)
+        return GridOutput(logits, halt, state.detach(), stats, 0 if stats is None else stats.iters)
+
+    def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
+        """3 F_readout + the solve and backward of G = two applications of net."""
+        c = self.config
+        g = 2 * c.n_layers * self.block_flops(attention)
+        per_grid = 3.0 * self.readout.flops()
+        if out.solver is not None:
+            per_grid += implicit_flops(c.fixed_point, out.solver, out.solver.iters * g, g)
+        return per_grid * shape[0]

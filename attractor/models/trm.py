@@ -1,11 +1,11 @@
-"""Tiny Recursive Model (Wang et al. 2025, arXiv 2510.04871), the reasoner's baseline.
+"""Tiny Recursive Model (Jolicoeur-Martineau 2025, arXiv 2510.04871), the reasoner's baseline.
 
 One supervision step runs H cycles of
 
     z <- net(z, y + x)   (n times),   y <- net(y, z),
 
 the first H - 1 without gradient and the last with full backpropagation through its n + 1
-applications of net (`attractor.models.reasoner.RecursiveNet`). The carried (y, z) are
+applications of net (`attractor.models.grid_latents.RecursiveNet`). The carried (y, z) are
 detached between supervision steps; TRM's fixed random initial states start step 0.
 """
 
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from attractor.models.grid import GridConfig, GridOutput
-from attractor.models.reasoner import LatentPairModel
+from attractor.models.grid_latents import LatentPairModel
+from attractor.models.registry import register
 
 
 @dataclass
@@ -27,23 +28,31 @@ class TRMConfig(GridConfig):
     cycles: int = 3  # H
     inner: int = 6  # n
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cycles < 1 or self.inner < 1:
+            raise ValueError("trm: cycles (H) and inner (n) must be at least 1")
 
+
+@register("trm", TRMConfig)
 class TRM(LatentPairModel):
-    kind = "trm"
+    depth_unit = "cycles"
 
     def __init__(self, config: TRMConfig):
-        if config.cycles < 1 or config.inner < 1:
-            raise ValueError("trm: cycles (H) and inner (n) must be at least 1")
         super().__init__(config, config.n_layers)
 
+    def max_depth(self) -> int:
+        """T_max: the number of cycles H."""
+        return self.config.cycles
+
     def forward(
-        self, inputs: Tensor, carry: Tensor | None = None, steps: int | None = None
+        self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
-        """One supervision step; `steps` overrides the number of cycles H (0 decodes carry)."""
+        """One supervision step; `depth` overrides the number of cycles H (0 decodes carry)."""
         c = self.config
-        cycles = c.cycles if steps is None else steps
+        cycles = c.cycles if depth is None else depth
         if cycles < 0:
-            raise ValueError(f"trm: steps must be >= 0, got {steps}")
+            raise ValueError(f"trm: depth must be >= 0, got {depth}")
         x = self.embed(inputs)  # (B, S, C)
         start = self.initial_carry(inputs.shape[0]) if carry is None else carry
         y, z = start.to(x.dtype).unbind(dim=1)
@@ -54,4 +63,11 @@ class TRM(LatentPairModel):
                     z = self.net(z, y + x)
                 y = self.net(y, z)
         logits, halt = self.readout(y)
-        return GridOutput(logits, halt, torch.stack((y, z), dim=1).detach())
+        return GridOutput(logits, halt, torch.stack((y, z), dim=1).detach(), depth=cycles)
+
+    def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
+        """3 (F_readout + (n + 1) F_net) for the last cycle, (H - 1)(n + 1) F_net before it."""
+        c = self.config
+        cycle = (c.inner + 1) * c.n_layers * self.block_flops(attention)
+        graph = self.readout.flops() + (cycle if out.depth else 0.0)
+        return (3.0 * graph + max(out.depth - 1, 0) * cycle) * shape[0]

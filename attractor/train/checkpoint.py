@@ -1,21 +1,21 @@
-"""Training checkpoints: everything a run needs to continue exactly, saved atomically.
+"""Training state: everything a run needs to continue exactly, saved atomically.
 
-A checkpoint holds the model, optimizer, step (which fixes the schedule), EMA weights, the
-RNG states and the data position. It is written to a temporary file in the same folder,
-flushed to disk and renamed over the old one, so a process killed mid-save leaves the
-previous checkpoint intact and loadable.
+OUT_DIR/checkpoint.pt holds the model, optimizer, step (which fixes the schedule), EMA
+weights, the RNG states and the data position. It is not an exported model (that is
+`Model.save_pretrained`, OUT_DIR/model); it is written by `attractor.core.atomic`, so a
+process killed mid-save leaves the previous state intact and loadable.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from attractor.core.atomic import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -40,28 +40,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
+def save_training_state(state: dict[str, Any], directory: str | Path) -> Path:
     """Write state to DIRECTORY/checkpoint.pt atomically (temp file, fsync, rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_NAME
-    for stale in directory.glob(".checkpoint-*.tmp"):  # left by a process killed mid-save
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = Path(directory) / CHECKPOINT_NAME
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 
-def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
-    """The checkpoint in directory, or None when there is none yet."""
+def load_training_state(directory: str | Path) -> dict[str, Any] | None:
+    """The training state in directory, or None when there is none yet."""
     path = Path(directory) / CHECKPOINT_NAME
     if not path.is_file():
         return None

@@ -22,7 +22,7 @@ try:  # FSDP2; public in torch >= 2.6
 except ImportError:  # pragma: no cover - older torch
     from torch.distributed._composable.fsdp import fully_shard
 
-from attractor.layers import Block
+from attractor.nn import Block
 
 STRATEGIES = ("none", "ddp", "fsdp")
 

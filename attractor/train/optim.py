@@ -5,29 +5,28 @@ Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon op
 the rules that split a model's parameters into groups, and the combined optimizer that
 steps Muon and AdamW together.
 
-Groups (each a dict with "name", "params", "lr" and "base_lr" = the lr before any schedule):
-    muon   2-D weights of hidden nn.Linear layers (attention, MLP, looped injection B)
-    adamw  norms, gates, biases, every other 1-D/scalar parameter, the value-embedding gate
-           Linears and untied output projections (Linear with out_features == vocab_size
-           outside the transformer blocks); with name="adamw" also the muon group's weights
+Groups (each a dict with "name", "params", "lr" and "base_lr" = the lr before any schedule)
+come from what each module declares (`attractor.nn.optim_groups`): a parameter belongs to
+the group of its nearest enclosing module that declares one, else to its default:
+    muon   2-D weights of nn.Linear layers (attention, MLP, looped injection B)
+    adamw  norms, gates, biases, every other parameter, and what modules declare "adamw"
+           (value-embedding gates, untied output projections); with name="adamw" also the
+           muon group's weights
     embed  every nn.Embedding weight, lr x embed_lr_scale
-    head   every parameter of the attractor head (AttractorHead), lr x head_lr_scale
+    head   what declares "head" (every parameter of the attractor head), lr x head_lr_scale
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from attractor.layers import Block
-from attractor.models.attractor import AttractorHead
-from attractor.models.gpt import ValueEmbedding
-
-OPTIMIZERS = ("adamw", "muon")
+from attractor.core.typed_config import validate
+from attractor.nn.optim_groups import declared_group, default_group
 
 # Quintic Newton-Schulz coefficients (Jordan et al. 2024): a large slope at 0 pulls small
 # singular values up fast; the iteration then oscillates in a band around 1 instead of
@@ -37,7 +36,7 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 @dataclass
 class OptimConfig:
-    name: str = "muon"  # muon: Muon for 2-D hidden weights + AdamW for the rest | adamw
+    name: Literal["muon", "adamw"] = "muon"  # muon: Muon for 2-D weights + AdamW | adamw
     lr: float = 8e-3  # AdamW
     muon_lr: float = 8e-3
     betas: tuple[float, float] = (0.8, 0.95)  # AdamW
@@ -50,10 +49,8 @@ class OptimConfig:
     embed_lr_scale: float = 1.0  # embedding tables' AdamW lr = lr x this
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"optim: unknown name {self.name!r}; choose one of {OPTIMIZERS}")
-        self.betas = tuple(float(b) for b in self.betas)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+        validate(self)
+        if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim: betas must be two numbers in [0, 1), got {self.betas}")
         for field_name in ("lr", "muon_lr", "weight_decay", "head_lr_scale", "embed_lr_scale"):
             if getattr(self, field_name) < 0:
@@ -175,45 +172,27 @@ class Muon(torch.optim.Optimizer):
 # Parameter groups
 
 
-def _params_under(model: nn.Module, kind: type | tuple[type, ...]) -> set[int]:
-    """ids of every parameter inside a submodule of type `kind`."""
-    return {id(p) for m in model.modules() if isinstance(m, kind) for p in m.parameters()}
-
-
-def _role(p: Tensor, owner: nn.Module, vocab_size: int | None, inside: dict[str, set[int]]) -> str:
-    """Which group a parameter belongs to: head, embed, adamw or muon (rules in the module
-    docstring)."""
-    if id(p) in inside["head"]:
-        return "head"
-    if isinstance(owner, nn.Embedding):
-        return "embed"
-    if p.dim() != 2 or not isinstance(owner, nn.Linear) or id(p) in inside["value_embed"]:
-        return "adamw"
-    if id(p) not in inside["block"] and owner.out_features == vocab_size:
-        return "adamw"  # an untied output projection
-    return "muon"
+def _groups_of(model: nn.Module) -> Iterator[tuple[Tensor, str]]:
+    """(parameter, group) for every trainable parameter once (tied weights once), the group
+    declared by its nearest enclosing module or else its default."""
+    seen: set[int] = set()
+    stack: list[tuple[nn.Module, str | None]] = [(model, declared_group(model))]
+    while stack:
+        module, inherited = stack.pop()
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                yield p, inherited or default_group(module, name)
+        for child in reversed(list(module.children())):
+            stack.append((child, declared_group(child) or inherited))
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     """The model's trainable parameters split into the groups of the module docstring, each
     parameter exactly once (tied weights count once); empty groups are left out."""
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-    inside = {
-        "head": _params_under(model, AttractorHead),
-        "value_embed": _params_under(model, ValueEmbedding),
-        "block": _params_under(model, Block),
-    }
     buckets: dict[str, list[Tensor]] = {"muon": [], "adamw": [], "embed": [], "head": []}
-    seen: set[int] = set()
-    for module in model.modules():
-        for p in module.parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            role = _role(p, module, vocab_size, inside)
-            if role == "muon" and cfg.name == "adamw":
-                role = "adamw"
-            buckets[role].append(p)
+    for p, group in _groups_of(model):
+        buckets["adamw" if group == "muon" and cfg.name == "adamw" else group].append(p)
     lrs = {
         "muon": cfg.muon_lr,
         "adamw": cfg.lr,

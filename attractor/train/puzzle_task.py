@@ -19,31 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attractor.config import DataConfig
-from attractor.data import sudoku
 from attractor.data.puzzles import PuzzleDataset, load_split
 from attractor.data.sampler import ShardedSampler
 from attractor.models.grid import GridModel, GridOutput, halting_loss, stablemax_cross_entropy
-from attractor.puzzle_eval import puzzle_totals, summarize
+from attractor.models.grid_metrics import puzzle_totals, summarize
+from attractor.train.config import DataConfig
 from attractor.train.distributed import DistInfo, all_reduce_mean, unwrap
 
 HALT_WEIGHT = 0.5
-
-
-def split_geometry(directory: str) -> dict[str, int]:
-    """The grid fields a model needs for the split in `directory`: vocab, side, boxes."""
-    train, test, record = load_split(directory)
-    example = (train + test)[0]
-    data = PuzzleDataset([example], record["kind"], augment=False)
-    if record["kind"] == "maze":
-        return {"vocab_size": data.vocab_size, "side": example.size, "box_rows": 0, "box_cols": 0}
-    shape = sudoku.shape_for_length(example.question.size)
-    return {
-        "vocab_size": data.vocab_size,
-        "side": shape.n,
-        "box_rows": shape.box_rows,
-        "box_cols": shape.box_cols,
-    }
 
 
 class PuzzleTask:
@@ -75,6 +58,10 @@ class PuzzleTask:
 
     def tokens_per_batch(self) -> int:
         return self.cfg.batch_size * self.model.config.cells
+
+    def step_flops(self, model: GridModel, out: GridOutput) -> float:
+        """Training FLOPs of one supervision step of the batch, as the model counts them."""
+        return model.train_flops(out, tuple(self.inputs.shape))
 
     def next_batch(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """Refill the rows that halted with fresh puzzles; (inputs, labels, carry)."""
@@ -125,7 +112,8 @@ class PuzzleTask:
         """Every supervision step on the first `batches` x batch_size test puzzles."""
         n = min(len(self.test), batches * self.cfg.batch_size)
         mine = list(range(self.info.rank, n, self.info.world_size))
-        totals = puzzle_totals(unwrap(model), self.test, mine, self.cfg.batch_size)
+        batches = self.test.batches(mine, self.cfg.batch_size, self.info.device)
+        totals = puzzle_totals(unwrap(model), batches)
         totals = all_reduce_mean(totals.to(self.info.device)) * self.info.world_size
         metrics = summarize(totals.cpu())
         if "solver_iters" in metrics:  # not the training step's own solver_iters

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from attractor.config import ScheduleConfig
+from attractor.train.config import ScheduleConfig
 
 
 def lr_factor(step: int, total: int, cfg: ScheduleConfig) -> float:

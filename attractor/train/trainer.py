@@ -4,15 +4,14 @@ The loop owns what every run needs: gradient accumulation, autocast (bf16 on CUD
 float32 on CPU), clipping, a guard that skips non-finite steps, the learning-rate
 schedule, EMA weights, periodic evaluation, logs, checkpoints and exact resume, on one
 process or many (torchrun; DDP or FSDP2). What is trained comes from a task object:
-`next_batch()`, `loss(model, batch) -> (loss, output)`, `evaluate(model)` and its data
-position; a task with deep supervision (the puzzles) runs its supervision steps inside
-`loss`, in this same loop.
+`next_batch()`, `loss(model, batch) -> (loss, output)`, `step_flops(model, output)`,
+`evaluate(model)` and its data position; a task with deep supervision (the puzzles) runs
+its supervision steps inside `loss`, in this same loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import math
 import time
@@ -20,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
-from attractor.config import DataConfig, ModelSpec, RunConfig, to_dict
-from attractor.data.lm import Windows, pydoc_documents, split_documents, token_stream
-from attractor.data.sampler import ShardedSampler
-from attractor.data.tokenizer import ByteTokenizer
-from attractor.flops import train_flops_per_token
-from attractor.models.base import LanguageModel, ModelOutput
-from attractor.presets import PRESETS, preset_config
-from attractor.pretrained import config_from_dict
-from attractor.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from attractor.core.atomic import atomic_write_json
+from attractor.core.provenance import provenance
+from attractor.core.typed_config import merge, to_data
+from attractor.data.puzzles import split_geometry
+from attractor.models import GridModel, Model, config_with, family, model_from_config
+from attractor.train.checkpoint import (
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
+from attractor.train.config import ModelSpec, RunConfig
 from attractor.train.distributed import (
     DistInfo,
     all_gather_object,
@@ -38,230 +39,39 @@ from attractor.train.distributed import (
     setup_distributed,
     wrap_model,
 )
+from attractor.train.ema import EMA
+from attractor.train.lm_task import LanguageModelingTask
+from attractor.train.metrics_log import MetricsLog
 from attractor.train.optim import build_optimizer
+from attractor.train.puzzle_task import PuzzleTask
 from attractor.train.schedule import lr_factor
 
+TRAINING_RECORD = "training.json"
 
-def build_run_model(spec: ModelSpec, data: dict[str, Any] | None = None) -> LanguageModel:
+
+def build_run_model(spec: ModelSpec, data: dict[str, Any] | None = None) -> Model:
     """The preset with `data`'s fields (a puzzle split's grid geometry), then the spec's
-    overrides on top (nested configs such as solvers may be dicts)."""
-    from attractor.presets import model_from_config
-
-    base = dataclasses.asdict(preset_config(spec.preset))
-    merged = _deep_merge(_deep_merge(base, data or {}), spec.overrides)
-    return model_from_config(config_from_dict({"kind": PRESETS[spec.preset][0], **merged}))
+    overrides on top (nested configs such as solvers as mappings)."""
+    overrides = merge(data or {}, spec.overrides)
+    return model_from_config(config_with(spec.preset, overrides, "model.overrides"))
 
 
-def _deep_merge(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-class LanguageModelingTask:
-    """Next-token prediction on (x, y) windows, each rank reading its own shard."""
-
-    eval_fields = ("val_loss", "val_ppl")
-
-    def __init__(self, cfg: DataConfig, info: DistInfo, vocab_size: int):
-        self.cfg, self.info = cfg, info
-        self.tokenizer = ByteTokenizer()
-        if cfg.source == "synthetic":
-            self.train, self.val = self._synthetic(vocab_size)
-        elif cfg.source == "pydoc":
-            if vocab_size < ByteTokenizer.vocab_size:
-                raise ValueError(
-                    f"data: the byte-level corpus needs vocab_size >= "
-                    f"{ByteTokenizer.vocab_size}, the model has {vocab_size}; "
-                    "set model.overrides.vocab_size"
-                )
-            docs = split_documents(pydoc_documents(), cfg.val_fraction, cfg.seed)
-            self.train, self.val = (Windows(token_stream(d), cfg.seq_len) for d in docs)
-        else:
-            self.train, self.val = self._prepared(cfg.source, vocab_size)
-        self.sampler = ShardedSampler(
-            len(self.train), rank=info.rank, world_size=info.world_size, seed=cfg.seed
-        )
-        self._batches = self.sampler.batches(cfg.batch_size)
-
-    def _prepared(self, directory: str, vocab_size: int) -> tuple[Any, Any]:
-        """Token shards made by `attractor data text --out DIRECTORY`."""
-        from attractor.data.text import ShardWindows
-
-        if not Path(directory).is_dir():
-            raise ValueError(
-                f"data.source: {directory!r} is neither pydoc, synthetic nor a directory of "
-                "token shards; make one with `attractor data text --source ... --out DIR`"
-            )
-        train = ShardWindows(directory, "train", seq_len=self.cfg.seq_len)
-        if train.meta["vocab_size"] > vocab_size:
-            raise ValueError(
-                f"data: the tokenizer in {directory} has {train.meta['vocab_size']} tokens, the "
-                f"model only {vocab_size}; set model.overrides.vocab_size"
-            )
-        self.tokenizer = train.tokenizer
-        return train, ShardWindows(directory, "val", seq_len=self.cfg.seq_len)
-
-    def _synthetic(self, vocab_size: int) -> tuple[Windows, Windows]:
-        """Uniform random tokens (seeded): for throughput measurements, nothing to learn."""
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        n = 64 * self.cfg.batch_size * (self.cfg.seq_len + 1)
-        tokens = torch.randint(0, vocab_size, (2 * n,), generator=gen)
-        return Windows(tokens[:n], self.cfg.seq_len), Windows(tokens[n:], self.cfg.seq_len)
-
-    def tokens_per_batch(self) -> int:
-        return self.cfg.batch_size * self.cfg.seq_len
-
-    def next_batch(self) -> tuple[Tensor, Tensor]:
-        x, y = self.train.batch(next(self._batches))
-        return x.to(self.info.device), y.to(self.info.device)
-
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, ModelOutput]:
-        x, y = batch
-        out = model(x, labels=y)
-        return out.loss, out
-
-    def step_flops(self, model: LanguageModel, out: ModelOutput) -> float:
-        """Training FLOPs of one micro-batch, counted from the solver iterations (or the
-        looped model's depth) it ran: `attractor.flops.train_flops_per_token` x tokens."""
-        per_token = train_flops_per_token(
-            model,
-            self.cfg.seq_len,
-            solver_iters=float(out.solver.iters) if out.solver is not None else 0.0,
-            depth=getattr(model, "depth_used", None),
-        )
-        return per_token * self.tokens_per_batch()
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: int) -> dict[str, float]:
-        """Mean validation loss over the first `batches` batches (shared out over ranks)."""
-        n = min(len(self.val), batches * self.cfg.batch_size)
-        mine = list(range(self.info.rank, n, self.info.world_size))
-        total = torch.zeros(2, device=self.info.device)  # loss sum, windows
-        for i in range(0, len(mine), self.cfg.batch_size):
-            x, y = self.val.batch(mine[i : i + self.cfg.batch_size])
-            out = model(x.to(self.info.device), labels=y.to(self.info.device))
-            total[0] += out.loss.float() * x.shape[0]
-            total[1] += x.shape[0]
-        total = all_reduce_mean(total)
-        loss = float(total[0] / total[1].clamp_min(1))
-        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-
-    def export(self, directory: Path) -> None:
-        """Save the tokenizer beside the exported model."""
-        self.tokenizer.save(directory)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
-        self._batches = self.sampler.batches(self.cfg.batch_size)
-
-
-def build_model_and_task(cfg: RunConfig, info: DistInfo) -> tuple[LanguageModel, Any]:
+def build_model_and_task(cfg: RunConfig, info: DistInfo) -> tuple[Model, Any]:
     """The run's model on its device and the task that feeds it: next-token prediction for
     language models, deep supervision on a puzzle split for grid models (whose grid size
     and vocabulary come from the split)."""
-    from attractor.models.grid import GridModel
-    from attractor.presets import KINDS
-    from attractor.train.puzzle_task import PuzzleTask, split_geometry
+    from attractor.models import PRESETS
 
-    if cfg.model.preset not in PRESETS:
-        preset_config(cfg.model.preset)  # raises the unknown-preset error
-    if issubclass(KINDS[PRESETS[cfg.model.preset][0]][0], GridModel):
-        geometry = _split_geometry_or_error(cfg.data.source, split_geometry)
-        model = build_run_model(cfg.model, geometry).to(info.device)
+    if issubclass(family(PRESETS[cfg.model.preset][0])[0], GridModel):
+        model = build_run_model(cfg.model, split_geometry(cfg.data.source)).to(info.device)
         return model, PuzzleTask(cfg.data, info, model)
     model = build_run_model(cfg.model).to(info.device)
     return model, LanguageModelingTask(cfg.data, info, model.config.vocab_size)
 
 
-def _split_geometry_or_error(source: str, read: Any) -> dict[str, int]:
-    try:
-        return read(source)
-    except FileNotFoundError:
-        raise ValueError(
-            f"data.source: {source!r} holds no puzzle split (split.json); make one with "
-            "`attractor data puzzles --kind sudoku --out DIR`"
-        ) from None
-
-
 TIME_BAR = (
     "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
 )
-
-
-class EMA:
-    """Exponential moving average of the weights: s <- d s + (1 - d) p after every step."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.shadow[k].lerp_(v, 1.0 - self.decay)
-            else:
-                self.shadow[k].copy_(v)
-
-    @contextlib.contextmanager
-    def applied(self, model: nn.Module):
-        """Run the body with the EMA weights loaded, then restore the live ones."""
-        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
-        try:
-            yield
-        finally:
-            model.load_state_dict(live)
-
-
-class MetricsLog:
-    """metrics.csv (one row per logged step) and TensorBoard when it is installed."""
-
-    TRAIN_FIELDS = (
-        "step",
-        "loss",
-        "lr_factor",
-        "grad_norm",
-        "tokens_per_s",
-        "solver_iters",
-        "skipped",
-        "elapsed_s",
-        "train_flops",
-    )
-
-    def __init__(self, directory: Path, enabled: bool, eval_fields: tuple[str, ...] = ()):
-        self.enabled = enabled
-        self.fields = self.TRAIN_FIELDS + tuple(eval_fields)
-        self.writer = None
-        if not enabled:
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "metrics.csv"
-        if not self.path.exists():
-            with self.path.open("w", newline="") as fh:
-                csv.writer(fh).writerow(self.fields)
-        with contextlib.suppress(ImportError):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(directory / "tensorboard"))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", newline="") as fh:
-            csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, row["step"])
 
 
 @dataclasses.dataclass
@@ -270,7 +80,7 @@ class StepResult:
     grad_norm: float
     skipped: bool
     solver_iters: float | None
-    flops: float | None  # this step's training FLOPs over every process, when counted
+    flops: float  # this step's training FLOPs over every process
 
 
 class Trainer:
@@ -289,7 +99,7 @@ class Trainer:
         self.out_dir = Path(cfg.train.out_dir)
         self.log = MetricsLog(self.out_dir, self.info.is_main, self.task.eval_fields)
         self.train_seconds = 0.0  # time in train_step, evaluation and checkpoints excluded
-        self.train_flops = 0.0  # counted from the iterations each step ran (LM tasks)
+        self.train_flops = 0.0  # counted from the iterations each step ran
         self.step, self.bad_steps = 0, 0
         self.history: list[dict[str, Any]] = []
         self._resume()
@@ -320,9 +130,7 @@ class Trainer:
             loss_sum += loss.detach().float()
             if out.solver is not None:
                 iters.append(out.solver.iters)
-            step_flops = getattr(self.task, "step_flops", None)
-            if step_flops is not None:
-                flops.append(step_flops(self.raw, out) * self.info.world_size)
+            flops.append(self.task.step_flops(self.raw, out) * self.info.world_size)
         clip = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
         loss_mean = all_reduce_mean(loss_sum / accum)
@@ -346,7 +154,7 @@ class Trainer:
             grad_norm=float(grad_norm),
             skipped=not finite,
             solver_iters=sum(iters) / len(iters) if iters else None,
-            flops=sum(flops) if flops else None,
+            flops=sum(flops),
         )
 
     # ------------------------------------------------------------------ the loop
@@ -374,7 +182,7 @@ class Trainer:
             start = time.perf_counter()
             result = self.train_step()
             self.train_seconds += time.perf_counter() - start
-            self.train_flops += result.flops or 0.0
+            self.train_flops += result.flops
             row = {
                 "step": self.step,
                 "loss": result.loss,
@@ -384,7 +192,7 @@ class Trainer:
                 "solver_iters": result.solver_iters,
                 "skipped": int(result.skipped),
                 "elapsed_s": self.train_seconds,
-                "train_flops": self.train_flops if result.flops is not None else None,
+                "train_flops": self.train_flops,
             }
             last = self.step == t.steps or self.out_of_time()
             evaluated = t.eval_every > 0 and (self.step % t.eval_every == 0 or last)
@@ -421,7 +229,8 @@ class Trainer:
 
     def export(self) -> Path:
         """The finished model (EMA weights when kept) with its tokenizer, as a checkpoint
-        directory for `attractor eval` and `attractor generate`: out_dir/model."""
+        directory for `attractor eval` and `attractor generate`: out_dir/model, with
+        training.json recording the data (and so the validation split) it trained on."""
         directory = self.out_dir / "model"
         if self.info.is_main:
             weights = (
@@ -430,6 +239,8 @@ class Trainer:
             with weights:
                 self.raw.save_pretrained(str(directory))
             self.task.export(directory)
+            record = {"data": to_data(self.cfg.data), "steps": self.step, **provenance()}
+            atomic_write_json(directory / TRAINING_RECORD, record)
         return directory
 
     def _progress(self, end: int):
@@ -452,7 +263,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": to_dict(self.cfg),
+            "config": to_data(self.cfg),
             "step": self.step,
             "bad_steps": self.bad_steps,
             "train_seconds": self.train_seconds,
@@ -467,10 +278,10 @@ class Trainer:
     def save(self) -> None:
         state = self.state_dict()  # every rank joins the gathers
         if self.info.is_main:
-            save_checkpoint(state, self.out_dir)
+            save_training_state(state, self.out_dir)
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.out_dir)
+        state = load_training_state(self.out_dir)
         if state is None:
             return
         if len(state["data"]) != self.info.world_size:

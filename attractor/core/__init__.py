@@ -1,0 +1,1 @@
+"""The bottom layer: what any other layer may import (typed configs, atomic writes, provenance)."""

@@ -1,0 +1,105 @@
+"""What every root solver shares: the map type, the config, the statistics, the norm.
+
+A solver looks for y* = f(y*) for a batch of samples (dim 0, any trailing shape). Every
+method takes the same `SolverConfig` and the driver (`attractor.engine.solve`) returns the
+same `SolverStats`, so swapping Anderson for Broyden is a change of one string
+(docs/method.md section 2.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from attractor.core.typed_config import validate
+
+Map = Callable[[Tensor], Tensor]
+
+METHODS = ("anderson", "picard", "broyden")
+
+
+@dataclass
+class SolverConfig:
+    """How to find y* = f(y*).
+
+    method: "anderson" | "picard" | "broyden".
+    tol: stop when every sample's relative residual |f(y)-y|/|y| is below it.
+    max_iter / min_iter: bounds on the number of f-evaluations.
+    history: memory m of Anderson and Broyden.
+    mixing: Anderson's beta (1.0 = undamped); Picard's damping a in y <- (1-a) y + a f(y).
+    regularization: Tikhonov lambda of Anderson's least squares, relative to its scale.
+    diverge_above: a relative residual above this (after the first step) stops the solve.
+    check_every: test the stopping rule (one host sync) every k iterations.
+    return_last: return the last iterate instead of the lowest-residual one per sample.
+    freeze_converged: a sample stops updating once it is below tol (after min_iter), so its
+        result depends only on its own trajectory, not on how long the others take. f is
+        then called as f(y, active), active a [B] bool mask of the samples still
+        iterating; f may skip the others (their images are ignored).
+    """
+
+    method: Literal["anderson", "picard", "broyden"] = "anderson"
+    tol: float = 1e-4
+    max_iter: int = 32
+    min_iter: int = 0
+    history: int = 5
+    mixing: float = 1.0
+    regularization: float = 1e-8
+    diverge_above: float = 1e4
+    check_every: int = 1
+    return_last: bool = False
+    freeze_converged: bool = False
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.max_iter < 0 or self.min_iter < 0 or self.min_iter > self.max_iter:
+            raise ValueError(
+                f"solver: need 0 <= min_iter <= max_iter, got min_iter={self.min_iter}, "
+                f"max_iter={self.max_iter}"
+            )
+        if self.history < 1 or self.check_every < 1:
+            raise ValueError("solver: history and check_every must be at least 1")
+        if not 0.0 < self.mixing <= 1.0:
+            raise ValueError(f"solver: mixing must lie in (0, 1], got {self.mixing}")
+        if self.tol < 0 or self.regularization < 0:
+            raise ValueError("solver: tol and regularization must be non-negative")
+
+    def at_depth(self, depth: int) -> SolverConfig:
+        """Exactly `depth` f-evaluations (tol 0, the last iterate returned): what a fixed
+        inference depth T means (docs/method.md section 2.1)."""
+        if depth < 0:
+            raise ValueError(f"solver: depth must be >= 0, got {depth}")
+        return replace(self, tol=0.0, min_iter=depth, max_iter=depth, return_last=True)
+
+
+@dataclass
+class SolverStats:
+    """What a solve did.
+
+    iters: f-evaluations performed. residual: per-sample relative residual of the returned
+    iterate's pre-image, [B]. converged: residual < tol, [B]. diverged: the divergence guard
+    fired for the sample, [B]. trace: max relative residual over the batch (the active
+    samples), per iteration. sample_iters: iterations each sample was active, [B].
+    backward_iters: vector-Jacobian products the implicit backward ran (neumann: 1,
+    adjoint: its solver's iterations), set when that backward runs; None before, and for
+    backwards without them (jfb, phantom).
+    """
+
+    iters: int
+    residual: Tensor
+    converged: Tensor
+    diverged: Tensor
+    trace: list[float] = field(default_factory=list)
+    sample_iters: Tensor | None = None
+    backward_iters: int | None = None
+
+
+def sample_norm(x: Tensor) -> Tensor:
+    """Per-sample 2-norm over all but dim 0, in float32 or wider."""
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.linalg.vector_norm(x, dim=1)
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float32)

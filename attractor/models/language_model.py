@@ -1,0 +1,110 @@
+"""What every language model shares: its config base, its output, its loss, generation.
+
+A language model subclasses `LanguageModel` and implements
+- `forward(input_ids, labels=None, depth=None) -> ModelOutput` on whole sequences;
+- `extend(new_ids, cache) -> logits (B, T_new, V)`: the logits of new tokens appended to a
+  sequence whose state lives in `cache` (from `new_cache()`), for fast generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attractor.engine import SolverStats
+from attractor.models.base import Model
+from attractor.nn import TransformerShape
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LanguageModelConfig(TransformerShape):
+    """A transformer shape plus the input-embedding scale s in x~ = s * E[x]."""
+
+    embed_scale: float = 1.0
+
+
+@dataclass
+class ModelOutput:
+    """logits (B, T, V); loss: mean next-token cross-entropy when labels were given;
+    solver: the fixed-point solve's statistics for models that have one; depth: the depth
+    this forward ran (solver iterations or recurrences; None for a fixed-depth model)."""
+
+    logits: Tensor
+    loss: Tensor | None = None
+    solver: SolverStats | None = None
+    depth: int | None = None
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of logits (B, T, V) against labels (B, T).
+
+    labels[b, t] is the token that follows input_ids[b, t] (already shifted, as in nanoGPT);
+    positions labelled -100 are ignored.
+    """
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+def sample_next(logits: Tensor, temperature: float = 0.0, top_k: int | None = None) -> Tensor:
+    """One token per row from logits (B, V): argmax at temperature 0, else softmax(l / t)
+    restricted to the top k."""
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(-1)
+
+
+class LanguageModel(Model):
+    """Base class of the causal language models (attractor, gpt, looped, deq)."""
+
+    config: LanguageModelConfig
+
+    def new_cache(self) -> Any:
+        """Fresh per-sequence state for `extend` (key/value caches, solved states)."""
+        raise NotImplementedError
+
+    def extend(self, new_ids: Tensor, cache: Any) -> Tensor:
+        """Logits (B, T_new, V) of new_ids appended to the sequence held in cache."""
+        raise NotImplementedError
+
+    def unembed_flops(self) -> float:
+        """Forward FLOPs per token of the output projection: 2 * dim * vocab."""
+        return 2.0 * self.config.dim * self.config.vocab_size
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Append max_new_tokens sampled tokens to prompt_ids (B, T); returns (B, T + new).
+
+        With ``use_cache`` each new token runs through `extend` against the cached state;
+        without it every step recomputes the whole sequence with `forward` (the reference
+        the cached path must equal).
+        """
+        if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
+            raise ValueError(
+                f"generate: prompt_ids must be (batch, length>0), got {tuple(prompt_ids.shape)}"
+            )
+        ids = prompt_ids
+        cache = self.new_cache() if use_cache else None
+        logits = self.extend(ids, cache) if use_cache else self(ids).logits
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits[:, -1], temperature, top_k)[:, None]  # (B, 1)
+            ids = torch.cat((ids, nxt), dim=1)
+            logits = self.extend(nxt, cache) if use_cache else self(ids).logits
+        return ids

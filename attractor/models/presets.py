@@ -1,0 +1,166 @@
+"""The one registry of named presets (docs/method.md section 4): name -> (kind, fields).
+
+`build_model(name)` builds any preset, `build_model(name, **overrides)` one with fields
+changed (nested fields as dicts: ``fixed_point={"backward": "neumann"}``), and
+`build_model(kind=..., **fields)` any config. Every path goes through the typed loader of
+`attractor.core.typed_config`, so a wrong type or an unknown field is one clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attractor.core.typed_config import ConfigError, from_data, merge, to_data
+from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.models.base import Model
+from attractor.models.registry import family
+
+
+def _solver(max_iter: int, min_iter: int, tol: float, mixing: float = 1.0) -> SolverConfig:
+    """The attractor's solver: Anderson, every position stopping on its own residual."""
+    return SolverConfig(
+        "anderson",
+        tol=tol,
+        max_iter=max_iter,
+        min_iter=min_iter,
+        mixing=mixing,
+        freeze_converged=True,
+    )
+
+
+def _fixed_point(solver: SolverConfig) -> FixedPointConfig:
+    """The same solver in training and evaluation, Jacobian-free backward."""
+    return FixedPointConfig(train_solver=solver, eval_solver=solver)
+
+
+def _attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverConfig) -> dict:
+    return dict(
+        dim=dim,
+        n_heads=heads,
+        n_backbone=backbone,
+        n_head_layers=head,
+        fixed_point=_fixed_point(solver),
+    )
+
+
+def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Small grid models for 2 CPU cores with 2-D structural positions, parameter-matched:
+    the recursive nets have 2 blocks, the one-pass models 2 blocks (1 + 1 for the attractor)."""
+    small = dict(dim=128, n_heads=4, positions="2d", n_sup=8)
+    solver = SolverConfig("anderson", tol=1e-2, max_iter=6, min_iter=2)
+    return {
+        "reasoner-cpu": (
+            "reasoner",
+            dict(
+                small,
+                n_layers=2,
+                fixed_point=_fixed_point(solver),
+            ),
+        ),
+        "trm-cpu": ("trm", dict(small, n_layers=2)),
+        "grid-transformer-cpu": ("grid_transformer", dict(small, n_layers=2)),
+        "grid-attractor-cpu": (
+            "grid_attractor",
+            dict(small, n_backbone=1, n_head_layers=1, fixed_point=_fixed_point(solver)),
+        ),
+    }
+
+
+# name -> (kind, config fields); sizes from DESIGN.md section 3, "-cpu" for 2 CPU cores
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "attractor-140m": ("attractor", _attractor(1024, 8, 7, 1, _solver(64, 6, 3e-4))),
+    "attractor-370m": ("attractor", _attractor(1280, 10, 15, 2, _solver(64, 8, 2e-4))),
+    "attractor-770m": ("attractor", _attractor(1280, 10, 35, 2, _solver(32, 6, 1.5e-4, 0.96))),
+    "attractor-cpu": (
+        "attractor",
+        dict(_attractor(256, 4, 5, 1, _solver(16, 2, 1e-3)), vocab_size=4096, max_seq_len=512),
+    ),
+    "gpt-140m": ("gpt", dict(dim=768, n_layers=6, n_heads=6)),
+    "gpt-370m": ("gpt", dict(dim=1024, n_layers=12, n_heads=8)),
+    "gpt-770m": ("gpt", dict(dim=1280, n_layers=18, n_heads=10)),
+    "gpt-1.3b": ("gpt", dict(dim=1536, n_layers=24, n_heads=12)),
+    "gpt-cpu": ("gpt", dict(vocab_size=4096, dim=256, n_layers=3, n_heads=4, max_seq_len=512)),
+    "looped-140m": (
+        "looped",
+        dict(
+            dim=768,
+            n_heads=6,
+            n_prelude=2,
+            n_recurrent=2,
+            n_coda=2,
+            mean_depth=8.0,
+            backprop_depth=4,
+        ),
+    ),
+    "looped-cpu": (
+        "looped",
+        dict(
+            vocab_size=4096,
+            dim=256,
+            n_heads=4,
+            max_seq_len=512,
+            n_prelude=1,
+            n_recurrent=1,
+            n_coda=1,
+        ),
+    ),
+    "deq-140m": ("deq", dict(dim=1024, n_heads=8, n_layers=6)),
+    "deq-cpu": ("deq", dict(vocab_size=4096, dim=256, n_heads=4, max_seq_len=512, n_layers=2)),
+    # grid puzzles (section 2.3): width 512, 8 heads, SwiGLU; the grid size and vocabulary
+    # come from the puzzle split at training time. "-cpu": the same shapes at width 128.
+    "reasoner-27m": ("reasoner", dict(n_layers=8)),
+    "reasoner-7m": ("reasoner", dict(n_layers=2)),
+    "trm-27m": ("trm", dict(n_layers=8)),
+    "trm-7m": ("trm", dict(n_layers=2)),
+    "grid-transformer-27m": ("grid_transformer", dict(n_layers=8)),
+    "grid-attractor-27m": ("grid_attractor", dict(n_backbone=4, n_head_layers=4)),
+    **_grid_cpu_presets(),
+}
+
+
+def list_presets() -> list[str]:
+    """Every preset name, in registry order."""
+    return list(PRESETS)
+
+
+def make_config(kind: str, **fields: Any) -> Any:
+    """The config dataclass of `kind` from `fields` (values may be plain data or dataclass
+    instances); an unknown kind, an unknown field or a wrong type is a ConfigError."""
+    config_cls = family(kind)[1]
+    return from_data(config_cls, fields, kind)
+
+
+def preset_config(name: str, **overrides: Any) -> Any:
+    """The config of preset `name` with `overrides` deep-merged over its fields."""
+    return config_with(name, overrides, name)
+
+
+def config_with(name: str, overrides: dict[str, Any], where: str) -> Any:
+    """The config of preset `name` with `overrides` deep-merged over its fields; errors
+    name the keys under `where` (e.g. "model.overrides")."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    kind, fields = PRESETS[name]
+    base = to_data(make_config(kind, **fields))
+    return from_data(family(kind)[1], merge(base, _plain(overrides)), where)
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """Dataclass values turned into plain data, so that they merge field by field."""
+    return {k: to_data(v) if hasattr(v, "__dataclass_fields__") else v for k, v in fields.items()}
+
+
+def model_from_config(config: Any) -> Model:
+    """The one way to build a model: from its config dataclass."""
+    from attractor.models.registry import kind_of
+
+    return family(kind_of(config))[0](config)
+
+
+def build_model(name: str | None = None, *, kind: str | None = None, **fields: Any) -> Model:
+    """A model from a preset name (fields override the preset) or from kind + fields."""
+    if name is not None:
+        return model_from_config(preset_config(name, **fields))
+    if kind is None:
+        raise ValueError("build_model: give a preset name or kind=...")
+    return model_from_config(make_config(kind, **fields))

@@ -1,0 +1,34 @@
+"""The two MLPs of the blocks: squared ReLU (the language models) and SwiGLU (grids)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ReLU2MLP(nn.Module):
+    """Squared-ReLU MLP (So et al. 2021, Primer): y = W2 relu(W1 x)^2. No biases."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.relu(self.w1(x)).square())  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP (Shazeer 2020): y = W2 (silu(W1 x) * W3 x). No biases."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # (B, T, C)
+
+
+MLPS = {"relu2": ReLU2MLP, "swiglu": SwiGLU}
