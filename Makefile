@@ -4,7 +4,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: test demo lint smoke bench bench-quick bench-solver bench-reasoning clean
+.PHONY: test demo lint smoke install-check bench bench-quick bench-solver bench-reasoning clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -23,8 +23,20 @@ demo: $(STAMP)
 # Train attractor-cpu on the pydoc topics (about 2 minutes) and check validation loss falls.
 smoke: $(STAMP)
 	rm -rf runs/lm-smoke
-	.venv/bin/attractor train configs/lm-smoke.yaml --set train.progress=false
+	.venv/bin/attractor train lm-smoke --set train.progress=false
 	$(PY) -c "import csv, sys; v = [float(r['val_loss']) for r in csv.DictReader(open('runs/lm-smoke/metrics.csv')) if r['val_loss']]; print('validation loss', v[0], '->', v[-1]); sys.exit(0 if v[-1] < v[0] else 1)"
+
+# The package outside the repository: a fresh venv, `pip install .`, then the command line from
+# an empty directory (python -m attractor, the packaged configs, a one-minute demo).
+install-check:
+	rm -rf /tmp/attractor-install-check && mkdir -p /tmp/attractor-install-check/run
+	python3 -m venv /tmp/attractor-install-check/venv
+	/tmp/attractor-install-check/venv/bin/pip install -q torch==2.13.0
+	/tmp/attractor-install-check/venv/bin/pip install -q .
+	cd /tmp/attractor-install-check/run && ../venv/bin/python -m attractor --help > /dev/null
+	cd /tmp/attractor-install-check/run && ../venv/bin/attractor demo --minutes 1
+	cd /tmp/attractor-install-check/run && ../venv/bin/python $(CURDIR)/benchmarks/cli_startup.py \
+		--repeats 10 --name cli_startup_install
 
 lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks
@@ -51,6 +63,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/throughput.py --steps 4 --warmup 1 --name throughput_quick
 	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 --seeds 0,1 \
 		--work runs/reasoning_cpu_quick --name reasoning_cpu_quick
+	$(PY) benchmarks/cli_startup.py --repeats 10 --name cli_startup_quick
 
 bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0

@@ -1,9 +1,9 @@
 """The paper's ablations (Tables 3-6) at CPU scale, on a shortened schedule.
 
 Every variant is `attractor-cpu` trained through `attractor train` on the python-docs
-corpus with configs/lm-pydocs-cpu.yaml: the same data, optimizer, learning-rate schedule
+corpus with the packaged config lm-pydocs-cpu: the same data, optimizer, learning-rate schedule
 shape (trapezoid, warm-up scaled with the run) and seed, with one attractor switch changed
-from the baseline (onestep backward, additive injection, proposal start, tied head):
+from the baseline (jfb backward, additive injection, proposal start, tied head):
 
 - backward (Tables 3, 5): adjoint, phantom (k = 2), neumann;
 - injection (Table 4): concat, initial;
@@ -37,18 +37,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
-from attractor.train.config import load_config  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import build_run_model  # noqa: E402
 
-CONFIG = "configs/lm-pydocs-cpu.yaml"
+CONFIG = "lm-pydocs-cpu"
 
 # variant -> (family, model.overrides against the baseline)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("baseline", {}),
-    "adjoint": ("backward", {"backward": "adjoint"}),
-    "phantom": ("backward", {"backward": "phantom", "backward_steps": 2}),
-    "neumann": ("backward", {"backward": "neumann"}),
+    "adjoint": ("backward", {"fixed_point": {"backward": "adjoint"}}),
+    "phantom": ("backward", {"fixed_point": {"backward": "phantom", "backward_steps": 2}}),
+    "neumann": ("backward", {"fixed_point": {"backward": "neumann"}}),
     "concat": ("injection", {"injection": "concat"}),
     "initial": ("injection", {"injection": "initial"}),
     "zero": ("start", {"start": "zero"}),

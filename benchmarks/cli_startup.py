@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from attractor.core.atomic import atomic_write_json
-from attractor.core.provenance import provenance
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_result  # noqa: E402
 
-RESULT = Path(__file__).parent / "results" / "cli_startup.json"
 TARGET_S = 0.5
 FLOOR = "python -c pass"
 RUN_TIMEOUT_S = 60
@@ -86,6 +85,7 @@ def summary(seconds: list[float]) -> dict[str, float | list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20, help="timed runs of each command")
+    ap.add_argument("--name", default="cli_startup", help="results/NAME.json")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
@@ -97,7 +97,7 @@ def main() -> None:
             f"max {r['max_s']:.3f} s"
         )
     numbers = {"target_s": TARGET_S, "repeats": args.repeats, "commands": results}
-    print(f"wrote {atomic_write_json(RESULT, {**provenance(), **numbers})}")
+    print(f"wrote {write_result(args.name, numbers)}")
     slow = [n for n, r in results.items() if n != FLOOR and r["median_s"] >= TARGET_S]
     if slow:
         sys.exit(

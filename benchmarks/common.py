@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import datetime
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -14,55 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from attractor.core.atomic import atomic_write_json
+from attractor.core.provenance import provenance
 from attractor.train.config import load_config
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def provenance() -> dict:
-    """The command, git commit, machine and date of this run."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
-    return {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "commit": commit + ("+dirty" if dirty else ""),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, {platform.machine()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_result(name: str, numbers: dict) -> Path:
-    """Write benchmarks/results/NAME.json atomically (temp file, then rename)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**provenance(), **numbers}, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    """Write benchmarks/results/NAME.json atomically, with this run's provenance."""
+    return atomic_write_json(RESULTS / f"{name}.json", {**provenance(), **numbers})
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
@@ -108,7 +66,7 @@ PYDOCS = Path("data/pydocs")
 
 
 def ensure_pydocs(directory: Path = PYDOCS, vocab_size: int = 4096) -> Path:
-    """The python-docs corpus (DESIGN.md section 6) as token shards, made once with
+    """The python-docs corpus (Debian's python3.11-doc sources) as token shards, made once with
     `attractor data text --source python-docs --out DIRECTORY --vocab-size 4096
     --val-fraction 0.05` (5 % of the documents held out: about 150K tokens)."""
     if not (Path(directory) / "meta.json").is_file():

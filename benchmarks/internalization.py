@@ -52,20 +52,20 @@ from common import (  # noqa: E402
     write_result,
 )
 
-from attractor.train.config import load_config  # noqa: E402
 from attractor.data.tokenizer import Tokenizer  # noqa: E402
-from attractor.evaluate import (  # noqa: E402
-    WindowSource,
-    depth_sweep,
-    evaluate_lm,
-    load_checkpoint,
-    load_eval_data,
+from attractor.eval.depth_sweep import depth_sweep  # noqa: E402
+from attractor.eval.lm_metrics import WindowSource, evaluate_lm  # noqa: E402
+from attractor.eval.loading import (  # noqa: E402
+    load_language_model,
+    load_text,
+    training_record,
 )
-from attractor.models import LanguageModel  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
-from attractor.models.pretrained import load_pretrained  # noqa: E402
+from attractor.models import LanguageModel, load_pretrained  # noqa: E402
+from attractor.models.attractor import AttractorLM  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 
-CONFIG = "configs/lm-pydocs-cpu.yaml"
+CONFIG = "lm-pydocs-cpu"
 DEPTHS = (0, 1, 2, 4, 8, 16)
 TRAJECTORY_DEPTH = 16
 BATCH = 8  # validation windows a forward
@@ -83,8 +83,8 @@ def depth_curve(
     kwargs: dict[str, Any] = dict(batch_size=BATCH, bytes_per_token=bytes_per_token, max_windows=n)
     sweep = depth_sweep(model, windows, depths=DEPTHS, tolerances=(), **kwargs)
     default = evaluate_lm(model, windows, **kwargs)
-    if model.kind == "attractor":
-        solver = model.config.eval_solver
+    if model.depth_unit == "solver iterations":
+        solver = model.config.fixed_point.eval_solver
         default["T"] = default["iters_mean"]
         default["what"] = (
             f"eval solver to tol {solver.tol:g} ({solver.min_iter}..{solver.max_iter} "
@@ -141,7 +141,9 @@ def train_deq(args: argparse.Namespace) -> dict[str, Any]:
             f"decay over the last {s.decay_fraction:g}) over {args.deq_steps} steps instead "
             f"of {full}"
         ),
-        "solver": _solver_record(load_pretrained(out_dir / "model").config.train_solver),
+        "solver": _solver_record(
+            load_pretrained(out_dir / "model").config.fixed_point.train_solver
+        ),
         "curve": iteration_curve(out_dir),
     }
 
@@ -171,7 +173,7 @@ def iterations_over_training(
         "attractor": {
             "run": str(runs / "attractor-cpu"),
             "steps": attractor_curve[-1]["step"] if attractor_curve else 0,
-            "solver": _solver_record(attractor.config.train_solver),
+            "solver": _solver_record(attractor.config.fixed_point.train_solver),
             "curve": attractor_curve,
         },
         "deq": deq,
@@ -196,7 +198,7 @@ def states_by_depth(model: LanguageModel, ids: Tensor, module: nn.Module, depths
         for t in depths:
             seen.clear()
             with torch.no_grad():
-                model(ids, steps=t)
+                model(ids, depth=t)
             if len(seen) != 1:
                 raise RuntimeError(
                     f"internalization: expected one call of the hooked module, saw {len(seen)}"
@@ -209,13 +211,13 @@ def states_by_depth(model: LanguageModel, ids: Tensor, module: nn.Module, depths
 
 def state_module(model: LanguageModel) -> tuple[nn.Module, str]:
     """The module whose input is the state at depth T, and what that state is."""
-    if model.kind == "attractor":
+    if isinstance(model, AttractorLM):
         return model.norm, "the head's iterate y_T (the final norm's input; y_0 the proposal)"
-    if model.kind == "looped" and len(model.coda) > 0:
+    if model.depth_unit != "recurrences":
+        raise ValueError(f"internalization: no state trajectory for a {model.kind} model")
+    if len(model.coda) > 0:
         return model.coda[0], "the recurrent state after T recurrences (the coda's input)"
-    if model.kind == "looped":
-        return model.norm, "the recurrent state after T recurrences (the final norm's input)"
-    raise ValueError(f"internalization: no state trajectory for a {model.kind} model")
+    return model.norm, "the recurrent state after T recurrences (the final norm's input)"
 
 
 def pca_2d(states: Tensor) -> dict[str, Any]:
@@ -254,7 +256,7 @@ def load_model(runs: Path, preset: str) -> tuple[LanguageModel, Tokenizer]:
             f"{directory} does not exist; run benchmarks/lm_pareto.py first or pass --runs "
             "with the directory it trained into"
         )
-    return load_checkpoint(directory)
+    return load_language_model(directory)
 
 
 def report(result: dict[str, Any]) -> None:
@@ -293,7 +295,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     models = {n: model for n, (model, _) in loaded.items()}
     seq_len = load_config(CONFIG).data.seq_len
-    val, bytes_per_token = load_eval_data(args.data, "val", seq_len, loaded["attractor"][1])
+    record = training_record(runs / "attractor-cpu" / "model")
+    split = load_text(args.data, seq_len, loaded["attractor"][1], record)
+    val, bytes_per_token = split.val, split.bytes_per_token["val"]
     if not 1 <= args.eval_windows <= len(val):
         raise ValueError(
             f"--eval-windows must lie in 1..{len(val)} (the validation windows there are), "

@@ -1,11 +1,11 @@
 """Language modelling at CPU scale (paper Table 1 and Figure 4): quality against training cost.
 
 Three parameter-matched models train on the same tokens of the python-docs corpus (4096-token
-BPE, DESIGN.md section 6) with the same optimizer, schedule and seed
-(configs/lm-pydocs-cpu.yaml), one after the other with the same threads: `attractor-cpu`,
-`gpt-cpu` and `looped-cpu` (mean depth 8). For each: validation perplexity over training,
-training FLOPs counted from the iterations each step actually ran (the trainer's
-`train_flops`, `attractor.flops`), wall time, and the run's peak resident memory. The FLOPs
+BPE) with the same optimizer, schedule and seed (the packaged config lm-pydocs-cpu), one
+after the other with the same threads: `attractor-cpu`, `gpt-cpu` and `looped-cpu` (mean
+depth 8). For each: validation perplexity over training, training FLOPs counted from the
+iterations each step actually ran (the trainer's `train_flops`, each model's own count),
+wall time, and the run's peak resident memory. The FLOPs
 each model needed to first reach the looped model's final validation loss are interpolated
 between evaluations (the paper's Figure 4 compares the Attractor with Parcae this way).
 
@@ -28,7 +28,7 @@ from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # 
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import build_model  # noqa: E402
 
-CONFIG = "configs/lm-pydocs-cpu.yaml"
+CONFIG = "lm-pydocs-cpu"
 MODELS = ["attractor-cpu", "gpt-cpu", "looped-cpu"]
 
 

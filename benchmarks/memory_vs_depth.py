@@ -1,14 +1,15 @@
 """Training memory against solver depth (paper Figure 5: constant in depth).
 
 One training step (forward and backward of the next-token loss, float32, CPU) at each
-depth T, for the attractor-cpu preset with the onestep, adjoint and phantom (k = 2)
-backwards, its solve forced to exactly T iterations (train_solver with T_max = T_min = T,
-tol 0: the training path a T_max of T gives when nothing converges early), and for the
+depth T, for the attractor-cpu preset with the jfb, adjoint and phantom (k = 2)
+backwards, its solve forced to exactly T iterations (the training solver with T_max =
+T_min = T, tol 0: the training path a T_max of T gives when nothing converges early), and
+for the
 looped-cpu baseline with T recurrences and gradients through all of them
 (backprop_depth = T). Two numbers per step:
 
 - saved bytes: the distinct storages autograd saves for backward during the forward,
-  counted by `attractor.memory.SavedTensors`, parameters excluded (the weights the graph
+  counted by `attractor.train.memory.SavedTensors`, parameters excluded (the weights the graph
   saves are reported apart, as saved_param_bytes: they are the model, not the step's
   memory). The adjoint's backward solve (fixed_point's default adjoint solver: Anderson,
   tol 1e-6, at most 64 iterations, whatever T is) saves nothing in the forward: its cost
@@ -41,17 +42,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes  # noqa: E402
-from attractor.models import LanguageModel  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
-from attractor.models import build_model, preset_config  # noqa: E402
+from attractor.models import (  # noqa: E402
+    LanguageModel,  # noqa: E402
+    build_model,
+    preset_config,
+)
+from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes  # noqa: E402
 
 MIB = 2**20
 WARMUP_TOKENS = 16
 
 # configuration -> (preset, overrides)
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "attractor-onestep": ("attractor-cpu", dict(backward="jfb")),
+    "attractor-jfb": ("attractor-cpu", dict(backward="jfb")),
     "attractor-adjoint": ("attractor-cpu", dict(backward="adjoint")),
     "attractor-phantom2": ("attractor-cpu", dict(backward="phantom", backward_steps=2)),
     "looped-full": ("looped-cpu", {}),
@@ -62,9 +66,9 @@ def build(config: str, depth: int) -> LanguageModel:
     """The configuration's model, set to train at depth T with its configured backward."""
     preset, overrides = CONFIGS[config]
     if preset.startswith("attractor"):
-        solver = preset_config(preset).train_solver
+        solver = preset_config(preset).fixed_point.train_solver
         forced = dataclasses.replace(solver, max_iter=depth, min_iter=depth, tol=0.0)
-        overrides = {**overrides, "train_solver": forced}
+        overrides = {"fixed_point": {**overrides, "train_solver": forced}}
     else:
         overrides = {**overrides, "backprop_depth": depth}
     torch.manual_seed(0)
@@ -74,12 +78,12 @@ def build(config: str, depth: int) -> LanguageModel:
 def step(model: LanguageModel, ids: torch.Tensor, depth: int | None) -> tuple[float, dict]:
     """One forward and backward on ids (B, L+1); the loss and what the forward saved.
 
-    depth is passed as ``steps`` (the looped model's T, or a forced attractor depth for
-    the warm-up); None runs the attractor's training solve."""
+    depth is the looped model's T, or a forced attractor depth for the warm-up; None runs
+    the attractor's training solve."""
     with SavedTensors(exclude=model.parameters()) as saved:
-        out = model(ids[:, :-1], labels=ids[:, 1:], steps=depth)
+        out = model(ids[:, :-1], labels=ids[:, 1:], depth=depth)
     out.loss.backward()
-    iters = out.solver.iters if out.solver is not None else model.depth_used
+    iters = out.depth
     return float(out.loss.detach()), {
         "saved_bytes": saved.bytes,
         "saved_storages": saved.storages,
@@ -182,7 +186,7 @@ def main() -> None:
         "seq_len": args.seq_len,
         "depths": args.depths,
         "threads": torch.get_num_threads(),
-        "depth": "attractor: train_solver with T_max = T_min = T, tol 0 (exactly T "
+        "depth": "attractor: training solver with T_max = T_min = T, tol 0 (exactly T "
         "iterations); looped: steps = backprop_depth = T (gradients through every recurrence)",
         "saved_bytes": "distinct storages saved for backward in the forward, parameters "
         "excluded (saved_param_bytes: the parameters' storages the graph saved)",

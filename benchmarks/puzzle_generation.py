@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_result  # noqa: E402
 
-from attractor.data import maze, sudoku  # noqa: E402
+from attractor.data import maze, sudoku, sudoku_generate  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     results = {}
     t = time.perf_counter()
-    puzzles = sudoku.generate_many(
+    puzzles = sudoku_generate.generate_many(
         args.n, sudoku.SHAPES[81], seed=args.seed, workers=args.workers, min_backtracks=1
     )
     seconds = time.perf_counter() - t

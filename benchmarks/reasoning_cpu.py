@@ -1,8 +1,8 @@
 """CPU proxies of the paper's reasoning table (Table 2): equal parameters, equal wall clock.
 
-Every model trains through the shared trainer on the same split, with the same recipe
-(configs/<task>.yaml), for the same budget of training seconds (evaluation excluded); the
-held-out exact accuracy is logged against training time, and the final (EMA) model is
+Every model trains through the shared trainer on the same split, with the same recipe (the
+packaged config of each task), for the same budget of training seconds (evaluation
+excluded); the held-out exact accuracy is logged against training time, and the final (EMA) model is
 evaluated on every held-out puzzle. Runs go two at a time, one thread each (2 cores), so every model
 gets the same share of the machine. Tasks:
 
@@ -38,16 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.train.config import load_config  # noqa: E402
 from attractor.data.puzzles import (  # noqa: E402
-    PuzzleDataset,
     build_maze_split,
     build_sudoku_split,
-    load_split,
 )
+from attractor.eval.loading import load_grid_model_and_puzzles  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
-from attractor.models.pretrained import load_pretrained  # noqa: E402
 from attractor.eval.puzzle_metrics import evaluate_puzzles  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
 MODELS = ["reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu"]
@@ -55,14 +53,14 @@ MODELS = ["reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu
 # task -> (config, how to make its split)
 TASKS: dict[str, tuple[str, Any]] = {
     "sudoku6-cpu": (
-        "configs/sudoku6-cpu.yaml",
+        "sudoku6-cpu",
         lambda out: build_sudoku_split(out, box=(2, 3), seed=0, workers=2, minimal=True),
     ),
     "sudoku9-cpu": (
-        "configs/sudoku9-cpu.yaml",
+        "sudoku9-cpu",
         lambda out: build_sudoku_split(out, box=(3, 3), seed=0, workers=2, max_givens=32),
     ),
-    "maze-cpu": ("configs/maze-cpu.yaml", lambda out: build_maze_split(out, size=12, seed=0)),
+    "maze-cpu": ("maze-cpu", lambda out: build_maze_split(out, size=12, seed=0)),
 }
 
 
@@ -103,9 +101,8 @@ def train_one(
     ]
     trainer = Trainer(load_config(config, sets))
     trainer.fit()
-    model = load_pretrained(str(out / "model"))
-    _, test, record = load_split(data_dir)
-    final = evaluate_puzzles(model, PuzzleDataset(test, record["kind"], augment=False))
+    model, test, _ = load_grid_model_and_puzzles(out / "model", str(data_dir))
+    final = evaluate_puzzles(model, test)
     print(f"{task} {preset} seed {seed}: exact {100 * final['exact_acc']:.1f} % after "
           f"{trainer.train_seconds / 60:.1f} min, {trainer.step} steps", flush=True)  # fmt: skip
     result = {

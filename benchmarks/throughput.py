@@ -2,7 +2,7 @@
 
 Each preset trains through the real `Trainer` on synthetic tokens (nothing to load) for
 `--steps` steps; tokens/s is the median over the steps after `--warmup`. Achieved FLOP/s
-count what each step ran (`attractor.flops`, with the solver iterations it used) and are
+count what each step ran (each model's `train_flops`, from the iterations it used) and are
 given as a fraction of this machine's matmul peak, measured in the same run (a square
 matmul in the training dtype), and on CUDA also of the datasheet peak given with --peak.
 
@@ -24,9 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from attractor.train.config import load_config  # noqa: E402
-from attractor.flops import train_flops_per_token  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
 
@@ -65,7 +64,7 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
         ],
     )
     trainer = Trainer(cfg)
-    seconds, iters = [], []
+    seconds, iters, flops = [], [], []
     for _ in range(args.steps):
         if trainer.info.device.type == "cuda":
             torch.cuda.synchronize()
@@ -75,17 +74,18 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t)
         iters.append(result.solver_iters or 0.0)
+        flops.append(result.flops)
     step_s = statistics.median(seconds[args.warmup :])
     solver_iters = statistics.mean(iters[args.warmup :])
     tokens = args.batch * args.seq_len
-    flops = train_flops_per_token(trainer.raw, args.seq_len, solver_iters=solver_iters)
+    per_token = statistics.mean(flops[args.warmup :]) / tokens
     return {
         "params": trainer.raw.num_params(),
         "median_step_s": step_s,
         "tokens_per_s": tokens / step_s,
         "solver_iters": solver_iters,
-        "flops_per_token": flops,
-        "achieved_flops": flops * tokens / step_s,
+        "flops_per_token": per_token,
+        "achieved_flops": per_token * tokens / step_s,
     }
 
 

@@ -16,8 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from attractor.train.config import RunConfig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +55,18 @@ def solver_demo() -> None:
 DEMO_DEPTHS = [0, 1, 2, 4, 6]  # reasoner-cpu's T_max is 6
 
 
+def demo_config(
+    data_dir: str, out_dir: str, minutes: float, config: str = "sudoku6-cpu"
+) -> RunConfig:
+    """The packaged config `config` (found without the working directory) on the split in
+    `data_dir`, writing to `out_dir`, for `minutes` of training."""
+    from attractor.train.config import load_config
+
+    sets = [f"data.source={data_dir}", f"train.out_dir={out_dir}",
+            f"train.time_budget_s={60 * minutes}"]  # fmt: skip
+    return load_config(config, sets)
+
+
 def sudoku_demo(
     data_dir: str = "data/sudoku6",
     out_dir: str = "runs/demo-sudoku6",
@@ -63,16 +79,13 @@ def sudoku_demo(
     from attractor.eval.plots import plot_results
     from attractor.eval.puzzle_metrics import puzzle_depth_sweep
     from attractor.eval.results import write_result
-    from attractor.train.config import load_config
     from attractor.train.trainer import Trainer
 
     if not (Path(data_dir) / "split.json").is_file():
         print(f"generating 1000 + 1000 minimal 6x6 Sudoku puzzles into {data_dir} ...")
         build_sudoku_split(data_dir, box=(2, 3), n_train=1000, n_test=1000, seed=0,
                            workers=2, minimal=True)  # fmt: skip
-    sets = [f"data.source={data_dir}", f"train.out_dir={out_dir}",
-            f"train.time_budget_s={60 * minutes}"]  # fmt: skip
-    trainer = Trainer(load_config(config, sets))
+    trainer = Trainer(demo_config(data_dir, out_dir, minutes, config))
     print(f"training reasoner-cpu ({trainer.raw.num_params() / 1e6:.2f}M parameters) for "
           f"{minutes:g} minutes on {torch.get_num_threads()} threads")  # fmt: skip
     trainer.fit()

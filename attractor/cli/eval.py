@@ -39,7 +39,7 @@ def _format_puzzles(row: dict[str, Any], halt: bool = True) -> str:
 
 def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
     """`attractor eval` of a grid model: accuracy on a puzzle split at the model's own depth
-    ("full"), at --steps ("default"), and with every solve cut to each T ("depth" rows):
+    ("full"), at --depth ("default"), and with every solve cut to each T ("depth" rows):
     the "puzzle_depth" result of `attractor.eval.puzzle_metrics.puzzle_depth_sweep`."""
     model, data, record = load_grid_model_and_puzzles(
         args.checkpoint, args.data, args.split, args.device or default_device()
@@ -69,7 +69,7 @@ def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **result,
         "default": default,
-        "depth": args.depth,
+        "fixed_depth": args.depth,
         "T_max": t_max,
         "n_sup": n_sup,
         "data": info,
@@ -114,7 +114,7 @@ def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **result,
         "default": default,
-        "depth": args.depth,
+        "fixed_depth": args.depth,
         "data": data,
         "model": model_summary(model, args.checkpoint),
     }

@@ -33,6 +33,7 @@ def preset_row(name: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`attractor presets`: print the table; exit 1 when a preset cannot be built."""
     rows, failed = [["preset", "params", "non-embed", "layout"]], 0
     for name in list_presets():
         try:

@@ -19,10 +19,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"attractor train: {err}", file=sys.stderr)
         return 2
-    try:
-        row = trainer.fit()
-    finally:
-        teardown_distributed()
+    row = trainer.fit()
+    teardown_distributed()  # after success only: a failed rank exits, so its peers fail too
     if trainer.info.is_main:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
         print(f"done at step {trainer.step}: {summary}; checkpoint in {cfg.train.out_dir}")

@@ -1,7 +1,7 @@
 """Mazes: the Maze-Hard text format, a seeded generator of hard mazes, BFS, CSV, augmentation.
 
-Format (DESIGN §6). A maze is an N x N grid of characters, kept as a numpy array of dtype
-`<U1` with shape (N, N):
+Format (docs/method.md section 4.3). A maze is an N x N grid of characters, kept as a numpy
+array of dtype `<U1` with shape (N, N):
   '#' wall   ' ' open   'S' start   'G' goal   'o' a path cell (answers only)
 The question holds exactly one S and one G; its answer is the question with every cell of
 the shortest S -> G path strictly between S and G set to 'o' (S and G keep their letters).
@@ -34,18 +34,16 @@ scaled by interior area: `hard_threshold(N) = round(110 * ((N - 2) / 28) ** 2)` 
 12 -> 14, 16 -> 28, 20 -> 45, 30 -> 110). Measured on 400 random (S, G) pairs of perfect
 mazes, the fraction that passes stays level across sizes (0.43, 0.44, 0.39, 0.37, 0.31 at
 8, 12, 16, 20, 30), while scaling by the side (110 N / 30) lets none pass below 16 x 16.
-With the default loops the pass rate is 0.47 .. 0.17. `python -m attractor.data.maze`
-times the generator and prints path-length statistics (1000 mazes in 0.8 s at 12 x 12 and
-11 s at 30 x 30, one CPU core of the development machine).
+With the default loops the pass rate is 0.47 .. 0.17. `benchmarks/puzzle_generation.py`
+times the generator (1000 mazes in 0.8 s at 12 x 12 and 11 s at 30 x 30, one CPU core of
+the development machine).
 
 Tokens (the HRM / Maze-Hard table): 0 pad, 1 '#', 2 ' ', 3 'S', 4 'G', 5 'o'.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,28 +375,3 @@ def from_tokens(tokens: np.ndarray) -> Grid:
         bad = tokens[(tokens < 1) | (tokens > len(CHARSET))][0]
         raise ValueError(f"maze: token {int(bad)} is not a maze character (1..{len(CHARSET)})")
     return np.array(list(CHARSET), dtype="<U1")[tokens - 1]
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Time `generate_many` and print path-length statistics: python -m attractor.data.maze."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 12, 20, 30])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for size in args.sizes:
-        t0 = time.perf_counter()
-        mazes = generate_many(args.n, size, args.seed)
-        dt = time.perf_counter() - t0
-        lengths = np.array([m.rating for m in mazes])
-        print(
-            f"{size:3d} x {size:<3d} threshold {hard_threshold(size):4d}  {args.n} mazes in "
-            f"{dt:6.2f} s  path mean {lengths.mean():6.1f} min {lengths.min()} max {lengths.max()}"
-        )
-
-
-if __name__ == "__main__":
-    main()

@@ -4,11 +4,12 @@ Sudoku and mazes (the format of Sudoku-Extreme and Maze-Hard)."""
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
+
+from attractor.core.atomic import atomic_write
 
 COLUMNS = ("source", "question", "answer", "rating")
 T = TypeVar("T")
@@ -40,17 +41,12 @@ def read_rows(
 
 
 def write_rows(path: str | Path, rows: Iterable[tuple[str, str, str, int]]) -> None:
-    """Write the header and rows atomically (a temp file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are as readable as any
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the header and rows atomically (`attractor.core.atomic`), streamed as UTF-8 with
+    the csv module's own line endings."""
+    with atomic_write(path, "wb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        text.flush()
+        text.detach()  # leave `raw` open: atomic_write fsyncs and closes it

@@ -3,8 +3,9 @@
 `PuzzleDataset` serves Sudoku (`sudoku.Puzzle`) or maze (`maze.Maze`) examples as token
 tensors: ``inputs`` the flattened question, ``labels`` the flattened answer. With
 ``augment=True`` example i of epoch e is transformed by a validity-preserving augmentation
-(`sudoku.augment`, `maze.augment`) drawn from ``np.random.default_rng([seed, e, i])``, so the
-same (seed, epoch, index) always gives the same grid, and a new epoch gives a new one.
+(`sudoku_generate.augment`, `maze.augment`) drawn from ``np.random.default_rng([seed, e,
+i])``, so the same (seed, epoch, index) always gives the same grid, and a new epoch gives a
+new one.
 
 The public builders (Sudoku-Extreme, Maze-Hard) subsample their 1k training sets without a
 seed, so their splits cannot be reproduced. Ours can: `make_split` draws disjoint train and
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attractor.data import maze, sudoku
+from attractor.core.atomic import atomic_write_json
+from attractor.data import maze, sudoku, sudoku_generate
 
 KINDS = ("sudoku", "maze")
 Example = sudoku.Puzzle | maze.Maze
@@ -154,7 +155,7 @@ class PuzzleDataset(torch.utils.data.Dataset):
         question, answer = ex.question, ex.answer
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            aug = sudoku.augment if self.kind == "sudoku" else maze.augment
+            aug = sudoku_generate.augment if self.kind == "sudoku" else maze.augment
             question, answer = aug(question, answer, rng)
         return question, answer
 
@@ -217,19 +218,6 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are as readable as any
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_split(
     out_dir: str | os.PathLike,
     train: list[Example],
@@ -248,7 +236,7 @@ def save_split(
         path = out / f"{name}.csv"
         write_examples(path, examples, kind)
         files[name] = {"file": path.name, "sha256": _file_sha256(path)}
-    _write_json_atomic(out / "split.json", {**record, "kind": kind, "files": files})
+    atomic_write_json(out / "split.json", {**record, "kind": kind, "files": files})
     return out
 
 
@@ -299,7 +287,9 @@ def _distinct_sudoku(
     for round_ in range(20):
         entropy = seed if round_ == 0 else [seed, round_]
         missing = n - len(puzzles)
-        for q, a, rating in sudoku.generate_many(missing, shape, entropy, workers, **kwargs):
+        for q, a, rating in sudoku_generate.generate_many(
+            missing, shape, entropy, workers, **kwargs
+        ):
             p = sudoku.Puzzle(source, q, a, rating)
             if question_hash(p) not in seen:
                 seen.add(question_hash(p))
@@ -321,9 +311,11 @@ def build_sudoku_split(
     workers: int = 1,
     **generate_kwargs: Any,
 ) -> dict[str, Any]:
-    """Generate distinct Sudoku puzzles (`sudoku.generate_many`), split them and save; the record.
+    """Generate distinct Sudoku puzzles (`sudoku_generate.generate_many`), split them and
+    save; the record.
 
-    ``generate_kwargs`` go to `sudoku.generate` (min_backtracks, max_givens, minimal, ...).
+    ``generate_kwargs`` go to `sudoku_generate.generate` (min_backtracks, max_givens,
+    minimal, ...).
     """
     shape = sudoku.SudokuShape(*box)
     puzzles = _distinct_sudoku(n_train + n_test, shape, seed, workers, generate_kwargs)

@@ -7,7 +7,7 @@ seed + e; rank r of W takes the positions r, r + W, r + 2W, ... of p_e:
 
 The W shards of an epoch are disjoint and their union is range(n): every example is seen
 exactly once per epoch. (The paper's code sharded so that about a third of the tokens were
-never seen; tests/test_sampler.py shows the pattern and checks that ours covers 100 %.)
+never seen; tests/data/test_sampler.py shows the pattern and checks that ours covers 100 %.)
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""Sudoku for any box shape: geometry, parsing, an exact solver, a generator, CSV, augmentation.
+"""Sudoku for any box shape: geometry, parsing, an exact solver, CSV and tokens.
 
 Grids are flat ``np.int8`` arrays of ``shape.cells`` values in row-major order, 0 for a blank
 and 1..N for a digit, where N = box_rows * box_cols (2x2 -> 4x4, 2x3 -> 6x6, 3x3 -> 9x9).
-The CSV format is that of the public Sudoku-Extreme files (DESIGN.md §6):
-``source,question,answer,rating`` with ``.`` for a blank and rating = backtracks.
+The CSV format is that of the public Sudoku-Extreme files (docs/method.md section 4.3):
+``source,question,answer,rating`` with ``.`` for a blank and rating = backtracks. The
+generator and the augmentations are in `attractor.data.sudoku_generate`.
 """
 
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 
@@ -93,7 +93,9 @@ def shape_for_length(length: int) -> SudokuShape:
     return SHAPES[length]
 
 
-def _shape_of(grid: np.ndarray, shape: SudokuShape | None) -> SudokuShape:
+def shape_of(grid: np.ndarray, shape: SudokuShape | None = None) -> SudokuShape:
+    """The shape of flat `grid`: `shape` checked against its size, else the one its size
+    implies."""
     if shape is None:
         return shape_for_length(grid.size)
     if grid.size != shape.cells:
@@ -112,7 +114,7 @@ def _cell_name(cell: int, n: int) -> str:
 def find_conflict(grid: np.ndarray, shape: SudokuShape | None = None) -> tuple[int, int] | None:
     """The first pair of cells (a, b) sharing a unit and holding the same digit, or None."""
     grid = np.asarray(grid).reshape(-1)
-    shape = _shape_of(grid, shape)
+    shape = shape_of(grid, shape)
     for unit in shape.units:
         seen: dict[int, int] = {}
         for cell in unit:
@@ -160,7 +162,7 @@ def format_grid(grid: np.ndarray, blank: str = ".") -> str:
 def pretty(grid: np.ndarray, shape: SudokuShape | None = None) -> str:
     """A multi-line picture of the grid with box separators."""
     grid = np.asarray(grid).reshape(-1)
-    shape = _shape_of(grid, shape)
+    shape = shape_of(grid, shape)
     n, br, bc = shape.n, shape.box_rows, shape.box_cols
     rule = "+".join(["-" * (2 * bc + 1)] * (n // bc))
     lines = []
@@ -178,7 +180,7 @@ def pretty(grid: np.ndarray, shape: SudokuShape | None = None) -> str:
 def is_solution(grid: np.ndarray, puzzle: np.ndarray | None = None) -> bool:
     """True when every row, column and box holds 1..N once and the givens of ``puzzle`` agree."""
     grid = np.asarray(grid).reshape(-1)
-    shape = _shape_of(grid, None)
+    shape = shape_of(grid, None)
     want = np.arange(1, shape.n + 1)
     units = np.asarray(shape.units)
     if not np.array_equal(np.sort(grid[units], axis=1), np.broadcast_to(want, units.shape)):
@@ -214,8 +216,9 @@ class SolveResult:
         return len(self.solutions) == 1
 
 
-class _Search:
-    """Bitmask search state shared by one solve: candidates are ints, bit d-1 = digit d."""
+class Search:
+    """Bitmask search state shared by one solve: candidates are ints, bit d-1 = digit d. With
+    `rng`, the digits of each branch are tried in random order (the generator's full grids)."""
 
     def __init__(self, shape: SudokuShape, limit: int, rng: np.random.Generator | None = None):
         self.units = shape.units
@@ -308,7 +311,8 @@ class _Search:
         return [np.array([m.bit_length() for m in s], dtype=np.int8) for s in self.solutions]
 
 
-def _candidates(grid: np.ndarray, full: int) -> list[int]:
+def candidate_masks(grid: np.ndarray, full: int) -> list[int]:
+    """The candidate bitmask of each cell: its digit's bit for a given, `full` for a blank."""
     return [1 << (d - 1) if d else full for d in grid.tolist()]
 
 
@@ -327,9 +331,9 @@ def solve(grid: np.ndarray, limit: int = 2, shape: SudokuShape | None = None) ->
     that value is the puzzle's rating (:func:`rate`). Conflicting givens give 0 solutions.
     """
     grid = np.asarray(grid).reshape(-1)
-    shape = _shape_of(grid, shape)
-    search = _Search(shape, limit)
-    search.start(_candidates(grid, search.full))
+    shape = shape_of(grid, shape)
+    search = Search(shape, limit)
+    search.start(candidate_masks(grid, search.full))
     return SolveResult(search.grids(), search.backtracks, search.guesses)
 
 
@@ -337,8 +341,8 @@ def propagated(grid: np.ndarray) -> np.ndarray:
     """The grid after propagating its givens (naked and hidden singles) to a fixpoint, with
     0 in the cells propagation leaves open (what the search starts from)."""
     grid = np.asarray(grid).reshape(-1)
-    search = _Search(_shape_of(grid, None), 1)
-    cands = _candidates(grid, search.full)
+    search = Search(shape_of(grid, None), 1)
+    cands = candidate_masks(grid, search.full)
     stack = [c for c, m in enumerate(cands) if m and not m & (m - 1)]
     search.propagate(cands, [False] * grid.size, stack)
     return np.array([m.bit_length() if m and not m & (m - 1) else 0 for m in cands], np.int8)
@@ -347,115 +351,6 @@ def propagated(grid: np.ndarray) -> np.ndarray:
 def rate(puzzle: np.ndarray) -> int:
     """The rating of a puzzle: ``solve(puzzle, limit=2).backtracks``."""
     return solve(puzzle, limit=2).backtracks
-
-
-# ----------------------------------------------------------------------------- generator
-
-
-def random_solution(shape: SudokuShape, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly shuffled full grid: the solver run on an empty grid with random digit order."""
-    search = _Search(shape, 1, rng)
-    search.start([search.full] * shape.cells)
-    return search.grids()[0]
-
-
-def _still_unique(search_shape: SudokuShape, puzzle: np.ndarray, cell: int, digit: int) -> bool:
-    """Whether ``puzzle`` with ``cell`` blanked has only its old solution: no grid has another
-    digit at ``cell``."""
-    search = _Search(search_shape, 1)
-    cands = _candidates(puzzle, search.full)
-    cands[cell] = search.full & ~(1 << (digit - 1))
-    search.start(cands)
-    return not search.solutions
-
-
-def _carve(
-    shape: SudokuShape,
-    solution: np.ndarray,
-    rng: np.random.Generator,
-    band: tuple[int, int | None],
-    max_givens: int | None,
-    minimal: bool,
-) -> tuple[np.ndarray, int] | None:
-    """Remove givens in random order keeping uniqueness; the puzzle and rating, or None."""
-    lo, hi = band
-    puzzle = solution.copy()
-    givens = shape.cells
-    for cell in rng.permutation(shape.cells).tolist():
-        digit = int(puzzle[cell])
-        puzzle[cell] = 0
-        if not _still_unique(shape, puzzle, cell, digit):
-            puzzle[cell] = digit
-            continue
-        givens -= 1
-        if not minimal and max_givens is not None and givens <= max_givens:
-            rating = rate(puzzle)
-            if rating >= lo and (hi is None or rating <= hi):
-                return puzzle, rating
-    if max_givens is not None and givens > max_givens:
-        return None
-    rating = rate(puzzle)
-    if rating < lo or (hi is not None and rating > hi):
-        return None
-    return puzzle, rating
-
-
-def generate(
-    shape: SudokuShape,
-    rng: np.random.Generator | int,
-    min_backtracks: int = 0,
-    max_backtracks: int | None = None,
-    max_givens: int | None = None,
-    minimal: bool = False,
-    max_tries: int = 10_000,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """A unique-solution puzzle in the band: returns (puzzle, solution, rating).
-
-    A random full grid is made, then givens are removed in random order, each removal kept only
-    when the puzzle stays unique. One such pass already ends at a minimal puzzle (removing a
-    given never restores uniqueness), so ``minimal=True`` means: always finish the pass. With
-    ``minimal=False`` and ``max_givens`` set, the pass stops at the first puzzle with at most
-    ``max_givens`` givens whose rating is in ``[min_backtracks, max_backtracks]``. A puzzle
-    outside the band is thrown away and a new grid tried, up to ``max_tries`` times.
-    """
-    rng = np.random.default_rng(rng)
-    for _ in range(max_tries):
-        solution = random_solution(shape, rng)
-        found = _carve(shape, solution, rng, (min_backtracks, max_backtracks), max_givens, minimal)
-        if found is not None:
-            return found[0], solution, found[1]
-    raise RuntimeError(
-        f"sudoku: no {shape.n}x{shape.n} puzzle with rating in "
-        f"[{min_backtracks}, {max_backtracks}] and <= {max_givens} givens after {max_tries} "
-        "tries; widen the band"
-    )
-
-
-def _generate_seeded(args: tuple) -> tuple[np.ndarray, np.ndarray, int]:
-    seed, shape, kwargs = args
-    return generate(shape, np.random.default_rng(seed), **kwargs)
-
-
-def generate_many(
-    n: int,
-    shape: SudokuShape,
-    seed: int = 0,
-    workers: int = 1,
-    **kwargs,
-) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """``n`` puzzles from :func:`generate`, each with its own child seed of ``seed``.
-
-    The result depends only on (n, shape, seed, kwargs), not on ``workers``: puzzle i always
-    comes from ``SeedSequence(seed).spawn(n)[i]``.
-    """
-    seeds = np.random.SeedSequence(seed).spawn(n)
-    jobs = [(s, shape, kwargs) for s in seeds]
-    if workers <= 1 or n < 2:
-        return [_generate_seeded(job) for job in jobs]
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ctx.Pool(workers) as pool:
-        return pool.map(_generate_seeded, jobs, chunksize=max(1, n // (workers * 8)))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -503,42 +398,6 @@ def write_csv(path: str | os.PathLike, puzzles: list[Puzzle]) -> None:
             for p in puzzles
         ),
     )
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def _line_order(groups: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of groups * size lines that shuffles the groups and lines within each."""
-    return np.concatenate([g * size + rng.permutation(size) for g in rng.permutation(groups)])
-
-
-def augment(
-    puzzle: np.ndarray,
-    solution: np.ndarray,
-    rng: np.random.Generator,
-    shape: SudokuShape | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one random validity-preserving transform to both grids (DESIGN.md §6).
-
-    Digits are permuted; bands (groups of box_rows rows) and the rows within each band are
-    permuted; stacks and the columns within each stack are permuted; and, for square boxes
-    only, the grid is transposed with probability 1/2.
-    """
-    puzzle, solution = np.asarray(puzzle), np.asarray(solution)
-    flat_shape = puzzle.shape
-    shape = _shape_of(puzzle.reshape(-1), shape)
-    n = shape.n
-    digits = np.concatenate([[0], 1 + rng.permutation(n)]).astype(puzzle.dtype)
-    rows = _line_order(n // shape.box_rows, shape.box_rows, rng)
-    cols = _line_order(n // shape.box_cols, shape.box_cols, rng)
-    transpose = shape.box_rows == shape.box_cols and bool(rng.integers(2))
-
-    def apply(grid: np.ndarray) -> np.ndarray:
-        g = digits[grid.reshape(n, n)][rows][:, cols]
-        return (g.T if transpose else g).copy().reshape(flat_shape)
-
-    return apply(puzzle), apply(solution)
 
 
 # ----------------------------------------------------------------------------- tokens

@@ -2,8 +2,8 @@
 
 Both answer the same calls: `encode(text) -> list[int]`, `decode(ids) -> str`,
 `vocab_size`, `eot_id` (the end-of-document token), `save(directory)`. A directory holds
-its tokenizer as `tokenizer.json`: the Hugging Face file for BPE, or a two-key file for
-bytes; `load_tokenizer(directory)` reads either.
+its tokenizer as `tokenizer.json` (written atomically): the Hugging Face file for BPE, or a
+two-key file for bytes; `load_tokenizer(directory)` reads either.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
+
+from attractor.core.atomic import atomic_path, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 EOT = "<|endoftext|>"
@@ -41,9 +43,9 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / TOKENIZER_FILE
-        path.write_text(json.dumps({"type": "attractor-bytes", "vocab_size": 257}) + "\n")
-        return path
+        """Write DIRECTORY/tokenizer.json; return its path."""
+        data = {"type": "attractor-bytes", "vocab_size": 257}
+        return atomic_write_text(Path(directory) / TOKENIZER_FILE, json.dumps(data) + "\n")
 
 
 class BPETokenizer:
@@ -88,8 +90,10 @@ class BPETokenizer:
         return self.tok.decode(ids, skip_special_tokens=False)
 
     def save(self, directory: str | Path) -> Path:
+        """Write DIRECTORY/tokenizer.json (the Hugging Face file); return its path."""
         path = Path(directory) / TOKENIZER_FILE
-        self.tok.save(str(path))
+        with atomic_path(path) as tmp:
+            self.tok.save(str(tmp))
         return path
 
 

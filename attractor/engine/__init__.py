@@ -1,4 +1,4 @@
-"""The fixed-point engine: root solvers and implicit gradients (docs/method.md 2.2, 2.3).
+"""The fixed-point engine: root solvers and implicit gradients (docs/method.md sections 2.2, 2.3).
 
 Layer 1: imports only `attractor.core` and torch.
 """

@@ -1,4 +1,5 @@
-"""Type-II Anderson acceleration (Walker & Ni 2011), the attractor's default solver."""
+"""Type-II Anderson acceleration (Walker & Ni 2011), the attractor's default solver
+(docs/method.md section 2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Restarted limited-memory "good" Broyden on g(y) = f(y) - y = 0 (Broyden 1965)."""
+"""Restarted limited-memory "good" Broyden on g(y) = f(y) - y = 0 (Broyden 1965;
+docs/method.md section 2.2)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Literal
 from torch import Tensor
 
 from attractor.core.typed_config import validate
-from attractor.engine.implicit import default_adjoint, fixed_point
+from attractor.engine.implicit import check_backward, default_adjoint, fixed_point
 from attractor.engine.solver_config import Map, SolverConfig, SolverStats
 
 
@@ -37,13 +37,7 @@ class FixedPointConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.backward_steps < 1 or not 0.0 < self.damping <= 1.0:
-            raise ValueError(
-                f"fixed_point: need backward_steps >= 1 and 0 < damping <= 1, got "
-                f"{self.backward_steps} and {self.damping}"
-            )
-        if self.neumann_clip is not None and self.neumann_clip < 0:
-            raise ValueError(f"fixed_point: neumann_clip must be >= 0, got {self.neumann_clip}")
+        check_backward(self.backward, self.backward_steps, self.damping, self.neumann_clip)
 
     def solver(self, training: bool, depth: int | None = None) -> SolverConfig:
         """The training or evaluation solver; with `depth`, exactly that many iterations."""

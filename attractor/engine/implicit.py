@@ -53,17 +53,14 @@ def fixed_point(
     is c in |J^T v| <= c |v| (None: no clip); ``adjoint`` is the solver for u = J^T u + v (default:
     Anderson, tol 1e-6, 64 iterations). Under ``torch.no_grad()`` only the solve runs.
     The fixed point does not depend on where the solver starts, so y0 receives a zero
-    gradient through the start; it receives a real one when f closes over it.
+    gradient through the start; it receives a real one when f closes over it. With zero
+    iterations (``cfg.max_iter = 0``, a depth of 0) the result is y0 itself, with and
+    without gradients.
     """
-    if backward not in BACKWARDS:
-        raise ValueError(
-            f"fixed_point: unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}"
-        )
-    if backward_steps < 1 or not 0.0 < damping <= 1.0 or (neumann_clip or 0.0) < 0:
-        raise ValueError(
-            "fixed_point: need backward_steps >= 1, 0 < damping <= 1 and neumann_clip >= 0"
-        )
+    check_backward(backward, backward_steps, damping, neumann_clip)
     y_star, y_pre, stats = solve_with_preimage(f, y0, cfg)
+    if stats.iters == 0:  # no f-evaluation (max_iter = 0, depth 0): the result is y0 itself
+        return y0, stats
     if not torch.is_grad_enabled():
         return y_star, stats
     y_pre = y_pre.detach()  # y* = f(y_pre): recording f(y_pre) reproduces y* exactly
@@ -78,6 +75,19 @@ def fixed_point(
     if y0.requires_grad:
         z = z + 0.0 * y0  # d y*/d y0 = 0: a zero gradient, so y0.grad is a tensor, not None
     return z, stats
+
+
+def check_backward(backward: str, steps: int, damping: float, clip: float | None) -> None:
+    """Raise a one-line ValueError, ``key: problem``, for the first backward setting that is
+    out of range (the typed config loader's message style)."""
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward: {backward!r} is not one of {', '.join(map(repr, BACKWARDS))}")
+    if steps < 1:
+        raise ValueError(f"backward_steps: must be >= 1 (phantom's k steps), got {steps}")
+    if not 0.0 < damping <= 1.0:
+        raise ValueError(f"damping: must lie in (0, 1] (phantom's step size a), got {damping}")
+    if clip is not None and not clip >= 0.0:
+        raise ValueError(f"neumann_clip: must be >= 0, or None for no clip, got {clip}")
 
 
 def _phantom(f: Map, y: Tensor, steps: int, a: float) -> Tensor:
@@ -146,7 +156,9 @@ class _AdjointHook:
         if v is None:
             return None
         vjp = _jacobian_transpose(self.f, self.y)
-        u, adjoint_stats = solve(lambda u: vjp(u) + v, v, self.cfg)
+        # `active` is passed when the adjoint solver has freeze_converged; frozen rows' images
+        # are ignored, so every row is computed
+        u, adjoint_stats = solve(lambda u, active=None: vjp(u) + v, v, self.cfg)
         self.stats.backward_iters = adjoint_stats.iters
         return u
 

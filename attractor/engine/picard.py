@@ -1,4 +1,5 @@
-"""Damped fixed-point (Picard) iteration: y_{k+1} = (1 - a) y_k + a f(y_k)."""
+"""Damped fixed-point (Picard) iteration: y_{k+1} = (1 - a) y_k + a f(y_k)
+(docs/method.md section 2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The one solver driver: y* = f(y*) by Anderson, Picard or Broyden.
+"""The one solver driver: y* = f(y*) by Anderson, Picard or Broyden (docs/method.md
+section 2.2).
 
 `solve` owns everything the methods share: evaluating f, the per-sample relative residual
 ``|f(y) - y| / |y|``, keeping the lowest-residual iterate, the stopping rule, the divergence

@@ -60,12 +60,14 @@ class SolverConfig:
                 f"solver: need 0 <= min_iter <= max_iter, got min_iter={self.min_iter}, "
                 f"max_iter={self.max_iter}"
             )
-        if self.history < 1 or self.check_every < 1:
-            raise ValueError("solver: history and check_every must be at least 1")
+        for name in ("history", "check_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"solver: {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.mixing <= 1.0:
             raise ValueError(f"solver: mixing must lie in (0, 1], got {self.mixing}")
-        if self.tol < 0 or self.regularization < 0:
-            raise ValueError("solver: tol and regularization must be non-negative")
+        for name in ("tol", "regularization"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"solver: {name} must be >= 0, got {getattr(self, name)}")
 
     def at_depth(self, depth: int) -> SolverConfig:
         """Exactly `depth` f-evaluations (tol 0, the last iterate returned): what a fixed

@@ -27,6 +27,7 @@ from typing import Any
 import lm_eval.models  # noqa: F401  (the built-in models stay registered next to ours)
 import torch
 from lm_eval import utils as lm_utils
+from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm import tqdm
@@ -82,10 +83,12 @@ class AttractorHarnessLM(LM):
 
     @property
     def device(self) -> torch.device:
+        """Where the model runs."""
         return self._device
 
     @property
     def eot_id(self) -> int:
+        """The tokenizer's end-of-text token."""
         return self.tokenizer.eot_id
 
     # ------------------------------------------------------------------ scoring
@@ -137,7 +140,8 @@ class AttractorHarnessLM(LM):
             out.append((logprob, bool((lg.argmax(dim=-1) == target).all())))
         return out
 
-    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), whether it is the greedy one) per request."""
         pairs = [self._encode_pair(*req.args) for req in requests]
         results = self._score(pairs, "loglikelihood")
         for req, result in zip(requests, results, strict=True):
@@ -155,7 +159,8 @@ class AttractorHarnessLM(LM):
         )
         return [lm_utils.make_disjoint_window(w) for w in windows]
 
-    def loglikelihood_rolling(self, requests) -> list[float]:
+    def loglikelihood_rolling(self, requests: list[Instance]) -> list[float]:
+        """The log-likelihood of each request's whole text, every token scored once."""
         per_request = [self.rolling_windows(req.args[0]) for req in requests]
         flat = [w for windows in per_request for w in windows]
         scores = iter(self._score(flat, "loglikelihood_rolling"))
@@ -189,7 +194,8 @@ class AttractorHarnessLM(LM):
             text = text.split(stop)[0]
         return text
 
-    def generate_until(self, requests) -> list[str]:
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        """Each request's greedy (or sampled) continuation, cut at its first stop string."""
         results = []
         for req in requests:
             context, kwargs = req.args

@@ -26,7 +26,9 @@ class WindowSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]: ...
+    def batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        """x, y of the windows at `indices`, each (len(indices), seq_len)."""
+        ...
 
 
 def token_nll(logits: Tensor, labels: Tensor) -> Tensor:

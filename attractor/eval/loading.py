@@ -20,11 +20,13 @@ from attractor.data.lm import TextSplit, text_split
 from attractor.data.puzzles import PuzzleDataset, load_split
 from attractor.data.tokenizer import Tokenizer, load_tokenizer
 from attractor.models import GridModel, LanguageModel, Model, family, load_pretrained
+from attractor.models.registry import KINDS
 
 TRAINING_RECORD = "training.json"
 
 
 def default_device() -> str:
+    """The default device: "cuda" when a GPU is available, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -108,9 +110,10 @@ def check_grid_fits(model: Model, kind: str, side: int, what: str) -> None:
     """ValueError unless `model` is a grid model built for `side` x `side` puzzles of `kind`
     ("sudoku" or "maze"); `what` names the puzzles: "the puzzle", "the split DIR"."""
     if not isinstance(model, GridModel):
+        grid_kinds = ", ".join(k for k, (cls, _) in KINDS.items() if issubclass(cls, GridModel))
         raise ValueError(
             f"{what} needs a grid-puzzle model, not a {model.kind} model; pass a checkpoint "
-            "trained on a puzzle split (reasoner, trm, grid_transformer, grid_attractor)"
+            f"trained on a puzzle split ({grid_kinds})"
         )
     c = model.config
     built = "sudoku" if c.box_rows else "maze"

@@ -43,6 +43,8 @@ def paper_fixed_point() -> FixedPointConfig:
 
 @dataclass
 class AttractorConfig(LanguageModelConfig):
+    """The Attractor LM: N backbone blocks, K gated head blocks, the solve and its gradient."""
+
     dim: int = 1024
     n_heads: int = 8
     n_backbone: int = 7  # N causal blocks proposing y0
@@ -73,6 +75,7 @@ class PositionMap:
         self._rows: tuple[Tensor, list[KVCache] | None] | None = None
 
     def flat(self, y: Tensor) -> Tensor:
+        """(B, T, C) -> (B*T, C): one solver sample per position."""
         return y.reshape(-1, self.shape[-1])
 
     def __call__(self, y_flat: Tensor, active: Tensor | None = None) -> Tensor:
@@ -110,6 +113,8 @@ class AttractorCache:
 
 @register("attractor", AttractorConfig)
 class AttractorLM(LanguageModel):
+    """Backbone proposal y0, attractor head solved to y*, tied (or untied) decode."""
+
     depth_unit = "solver iterations"
 
     def __init__(self, config: AttractorConfig):
@@ -222,6 +227,7 @@ class AttractorLM(LanguageModel):
 
     # ------------------------------------------------------------------ generation
     def new_cache(self) -> AttractorCache:
+        """Empty key/value caches for the backbone and the head blocks."""
         return AttractorCache(
             backbone=[KVCache() for _ in self.backbone],
             head=[KVCache() for _ in self.head.blocks],

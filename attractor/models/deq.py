@@ -53,6 +53,8 @@ def deq_fixed_point() -> FixedPointConfig:
 
 @dataclass
 class DEQConfig(LanguageModelConfig):
+    """The DEQ baseline: n_layers blocks inside f, the solve and its gradient."""
+
     n_layers: int = 2  # blocks inside f
     fixed_point: FixedPointConfig = field(default_factory=deq_fixed_point)
     embed_init_std: float = 1.0  # E ~ N(0, std^2): x must outweigh the bounded branches
@@ -60,11 +62,13 @@ class DEQConfig(LanguageModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n_layers < 1:
-            raise ValueError("deq: n_layers must be at least 1")
+            raise ValueError(f"deq: n_layers must be at least 1, got {self.n_layers}")
 
 
 @register("deq", DEQConfig)
 class DEQ(LanguageModel):
+    """z* = f(z*; x) from a zero start, decoded by an untied head (module docstring)."""
+
     depth_unit = "solver iterations"
 
     def __init__(self, config: DEQConfig):
@@ -110,6 +114,7 @@ class DEQ(LanguageModel):
     def forward(
         self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
     ) -> ModelOutput:
+        """Logits of z* (of z = 0 at depth=0); loss when labels are given."""
         z, stats = self.equilibrium(input_ids, depth)
         logits = self.decode(z)
         loss = None if labels is None else next_token_loss(logits, labels)

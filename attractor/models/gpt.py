@@ -28,12 +28,16 @@ from attractor.nn import (
 
 @dataclass
 class GPTConfig(LanguageModelConfig):
+    """The GPT baseline: n_layers pre-norm causal blocks, optional value embeddings."""
+
     n_layers: int = 6
     value_embeds: bool = True  # a vocab x kv_dim table on alternate layers, gated
 
 
 @register("gpt", GPTConfig)
 class GPT(LanguageModel):
+    """A fixed-depth causal transformer with a tied decode (module docstring)."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
@@ -80,7 +84,9 @@ class GPT(LanguageModel):
         return 3.0 * per_token * batch * seq_len
 
     def new_cache(self) -> list[KVCache]:
+        """One empty key/value cache per block."""
         return [KVCache() for _ in self.blocks]
 
     def extend(self, new_ids: Tensor, cache: list[KVCache]) -> Tensor:
+        """Logits of new_ids appended to the cached sequence."""
         return self.decode(self.hidden(new_ids, cache))

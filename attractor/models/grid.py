@@ -69,11 +69,14 @@ class GridConfig(TransformerShape):
                 f"{self.side}; set side = box_rows * box_cols (or box_rows = 0 for mazes)"
             )
         if self.n_prefix < 1 or self.n_sup < 1:
-            raise ValueError("grid: n_prefix and n_sup must be at least 1")
+            raise ValueError(
+                f"grid: n_prefix and n_sup must be at least 1, got {self.n_prefix} and {self.n_sup}"
+            )
         self.max_seq_len = self.n_prefix + self.cells
 
     @property
     def cells(self) -> int:
+        """L = side^2 cells of a grid."""
         return self.side * self.side
 
     def mlp_hidden(self) -> int:
@@ -145,6 +148,7 @@ class GridEmbedding(nn.Module):
         return pos if self.boxes is None else pos + self.boxes(self.box_index)
 
     def forward(self, inputs: Tensor) -> Tensor:
+        """Token ids (B, L) -> x (B, P + L, C)."""
         B, L = inputs.shape
         if self.config.cells != L:
             raise ValueError(
@@ -174,6 +178,7 @@ class GridReadout(nn.Module):
         self.halt = nn.Linear(c.dim, 1)
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """y (B, P + L, C) -> cell logits (B, L, V) and halting logits (B,)."""
         logits = self.out(self.norm(y[:, self.n_prefix :]))
         return logits, self.halt(y[:, 0]).squeeze(-1).float()
 

@@ -34,6 +34,8 @@ def grid_fixed_point() -> FixedPointConfig:
 
 @dataclass
 class GridAttractorConfig(GridConfig):
+    """The grid Attractor: backbone and head block counts, gates, the solve."""
+
     n_backbone: int = 4
     n_head_layers: int = 4
     gate_init: float = 0.75
@@ -43,6 +45,8 @@ class GridAttractorConfig(GridConfig):
 
 @register("grid_attractor", GridAttractorConfig)
 class GridAttractor(GridModel):
+    """Bidirectional backbone proposal y0, attractor head solved per grid (module docstring)."""
+
     depth_unit = "solver iterations"
 
     def __init__(self, config: GridAttractorConfig):

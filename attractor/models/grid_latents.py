@@ -19,6 +19,7 @@ class RecursiveNet(torch.nn.Module):
         self.blocks = grid_blocks(c, n_layers, PostNormBlock)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """net(a, b) = Blocks(a + b), (B, S, C)."""
         h = a + b
         for block in self.blocks:
             h = block(h)

@@ -22,11 +22,15 @@ from attractor.models.registry import register
 
 @dataclass
 class GridTransformerConfig(GridConfig):
+    """The one-pass grid baseline: n_layers bidirectional blocks."""
+
     n_layers: int = 8
 
 
 @register("grid_transformer", GridTransformerConfig)
 class GridTransformer(GridModel):
+    """logits = Readout(Blocks(x)): a fixed depth, no carried state."""
+
     def __init__(self, config: GridTransformerConfig):
         super().__init__()
         self.config = c = config
@@ -38,6 +42,7 @@ class GridTransformer(GridModel):
     def forward(
         self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
+        """Cell and halting logits of one pass; a fixed-depth model takes no `depth`."""
         if depth is not None:
             raise ValueError("grid_transformer: a fixed-depth model has no depth to set")
         h = self.embed(inputs)

@@ -49,6 +49,8 @@ from attractor.nn import (
 
 @dataclass
 class LoopedConfig(LanguageModelConfig):
+    """The looped baseline: prelude, recurrent and coda blocks, the depth distribution."""
+
     n_prelude: int = 2  # blocks of P
     n_recurrent: int = 2  # blocks of R, the stack applied T times
     n_coda: int = 2  # blocks of C
@@ -94,6 +96,7 @@ class DiagonalInjection(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """A = 1, dt = 1, B = I."""
         with torch.no_grad():
             self.A_log.zero_()
             self.dt_param.fill_(DT_PARAM_INIT)
@@ -107,6 +110,7 @@ class DiagonalInjection(nn.Module):
         return decay.to(e.dtype), dt.to(e.dtype) * self.B(e)
 
     def forward(self, h: Tensor, e: Tensor) -> Tensor:
+        """One injection: decay * h + dt * B e."""
         decay, u = self.coefficients(e)
         return decay * h + u
 
@@ -123,11 +127,14 @@ class LoopedCache:
 
     @property
     def depth(self) -> int:
+        """The recurrences these caches were built for."""
         return len(self.recurrent)
 
 
 @register("looped", LoopedConfig)
 class LoopedLM(LanguageModel):
+    """Prelude, a weight-tied recurrence applied T times, coda (module docstring)."""
+
     depth_unit = "recurrences"
 
     def __init__(self, config: LoopedConfig):
@@ -220,6 +227,7 @@ class LoopedLM(LanguageModel):
     def forward(
         self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
     ) -> ModelOutput:
+        """Logits after T recurrences (module docstring for T); loss when labels are given."""
         depth, free = self._depths(depth)
         logits = self.decode(self.hidden(input_ids, depth, free))
         loss = None if labels is None else next_token_loss(logits, labels)
@@ -256,4 +264,5 @@ class LoopedLM(LanguageModel):
         )
 
     def extend(self, new_ids: Tensor, cache: LoopedCache) -> Tensor:
+        """Logits of new_ids appended to the cached sequence, at the cache's depth."""
         return self.decode(self.hidden(new_ids, cache.depth, cache=cache))

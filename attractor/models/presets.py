@@ -1,13 +1,17 @@
 """The one registry of named presets (docs/method.md section 4): name -> (kind, fields).
 
 `build_model(name)` builds any preset, `build_model(name, **overrides)` one with fields
-changed (nested fields as dicts: ``fixed_point={"backward": "neumann"}``), and
-`build_model(kind=..., **fields)` any config. Every path goes through the typed loader of
-`attractor.core.typed_config`, so a wrong type or an unknown field is one clear error.
+changed, and `build_model(kind=..., **fields)` any config. A nested field given as a dict
+(``fixed_point={"backward": "neumann"}``) is deep-merged over the preset's value, or over
+the family's default: it changes only the keys it names. Every path goes through the typed
+loader of `attractor.core.typed_config`, so a wrong type or an unknown field is one clear
+error.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from attractor.core.typed_config import ConfigError, from_data, merge, to_data
@@ -33,6 +37,12 @@ def _fixed_point(solver: SolverConfig) -> FixedPointConfig:
     return FixedPointConfig(train_solver=solver, eval_solver=solver)
 
 
+def _same_solver(solver: SolverConfig) -> dict[str, Any]:
+    """The same solver in training and evaluation, merged over the family's own fixed-point
+    settings (the reasoner keeps its phantom backward)."""
+    return dict(train_solver=solver, eval_solver=solver)
+
+
 def _attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverConfig) -> dict:
     return dict(
         dim=dim,
@@ -51,22 +61,18 @@ def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
     return {
         "reasoner-cpu": (
             "reasoner",
-            dict(
-                small,
-                n_layers=2,
-                fixed_point=_fixed_point(solver),
-            ),
+            dict(small, n_layers=2, fixed_point=_same_solver(solver)),
         ),
         "trm-cpu": ("trm", dict(small, n_layers=2)),
         "grid-transformer-cpu": ("grid_transformer", dict(small, n_layers=2)),
         "grid-attractor-cpu": (
             "grid_attractor",
-            dict(small, n_backbone=1, n_head_layers=1, fixed_point=_fixed_point(solver)),
+            dict(small, n_backbone=1, n_head_layers=1, fixed_point=_same_solver(solver)),
         ),
     }
 
 
-# name -> (kind, config fields); sizes from DESIGN.md section 3, "-cpu" for 2 CPU cores
+# name -> (kind, config fields); sizes from docs/method.md section 4, "-cpu" for 2 CPU cores
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "attractor-140m": ("attractor", _attractor(1024, 8, 7, 1, _solver(64, 6, 3e-4))),
     "attractor-370m": ("attractor", _attractor(1280, 10, 15, 2, _solver(64, 8, 2e-4))),
@@ -125,9 +131,26 @@ def list_presets() -> list[str]:
 
 def make_config(kind: str, **fields: Any) -> Any:
     """The config dataclass of `kind` from `fields` (values may be plain data or dataclass
-    instances); an unknown kind, an unknown field or a wrong type is a ConfigError."""
+    instances); a mapping given for a nested dataclass field is deep-merged over that field's
+    default. An unknown kind, an unknown field or a wrong type is a ConfigError."""
     config_cls = family(kind)[1]
-    return from_data(config_cls, fields, kind)
+    defaults = _nested_defaults(config_cls)
+    merged = {
+        k: merge(defaults[k], v) if k in defaults and isinstance(v, Mapping) else v
+        for k, v in fields.items()
+    }
+    return from_data(config_cls, merged, kind)
+
+
+def _nested_defaults(config_cls: type) -> dict[str, dict[str, Any]]:
+    """The defaults of the dataclass-valued fields of `config_cls`, as plain data."""
+    out = {}
+    for f in dataclasses.fields(config_cls):
+        factory = f.default_factory
+        value = f.default if factory is dataclasses.MISSING else factory()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[f.name] = to_data(value)
+    return out
 
 
 def preset_config(name: str, **overrides: Any) -> Any:

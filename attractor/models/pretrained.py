@@ -1,12 +1,13 @@
 """Saving and loading models: a directory with `config.json` and `model.safetensors`.
 
 `config.json` is `model.config_dict()`: {"kind": ..., every config field}, nested config
-dataclasses (a `SolverConfig` inside a model config) as nested objects. `model.safetensors`
-holds the persistent state dict, each shared tensor once. Loading rebuilds the config through
-the typed loader (`attractor.core.typed_config`) and the registry of model families, builds
-the model the one way (`model_from_config`) and loads the weights strictly. Both files are
-written atomically (`attractor.core.atomic`). Every bad checkpoint is one `CheckpointError`
-(a `ValueError`) saying what is wrong and what to do.
+dataclasses (a model's `FixedPointConfig` and its `SolverConfig`s) as nested objects.
+`model.safetensors` holds the persistent state dict, each shared tensor once. Loading
+rebuilds the config through the typed loader (`attractor.core.typed_config`) and the
+registry of model families, builds the model the one way (`model_from_config`) and loads
+the weights strictly. Both files are written atomically (`attractor.core.atomic`). Every
+bad checkpoint is one `CheckpointError` (a `ValueError`) saying what is wrong and what to
+do.
 """
 
 from __future__ import annotations

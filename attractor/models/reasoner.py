@@ -36,12 +36,16 @@ def reasoner_fixed_point() -> FixedPointConfig:
 
 @dataclass
 class ReasonerConfig(GridConfig):
+    """The reasoner: blocks in net, the solve of G and its (phantom) gradient."""
+
     n_layers: int = 8  # blocks in net
     fixed_point: FixedPointConfig = field(default_factory=reasoner_fixed_point)
 
 
 @register("reasoner", ReasonerConfig)
 class Reasoner(LatentPairModel):
+    """TRM's two latents solved to the fixed point of G (module docstring)."""
+
     depth_unit = "solver iterations"
 
     def __init__(self, config: ReasonerConfig):

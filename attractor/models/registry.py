@@ -19,6 +19,7 @@ def register(kind: str, config_cls: type) -> Callable[[C], C]:
     """Class decorator: record `kind` -> (the class, `config_cls`) and set ``cls.kind``."""
 
     def add(cls: C) -> C:
+        """Register cls under kind."""
         if kind in KINDS and KINDS[kind][0] is not cls:
             raise ValueError(f"model registry: kind {kind!r} is registered twice")
         cls.kind = kind

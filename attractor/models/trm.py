@@ -24,6 +24,8 @@ from attractor.models.registry import register
 
 @dataclass
 class TRMConfig(GridConfig):
+    """TRM: blocks in net, H cycles of n inner updates."""
+
     n_layers: int = 2  # blocks in net
     cycles: int = 3  # H
     inner: int = 6  # n
@@ -31,11 +33,16 @@ class TRMConfig(GridConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.cycles < 1 or self.inner < 1:
-            raise ValueError("trm: cycles (H) and inner (n) must be at least 1")
+            raise ValueError(
+                f"trm: cycles (H) and inner (n) must be at least 1, got {self.cycles} and "
+                f"{self.inner}"
+            )
 
 
 @register("trm", TRMConfig)
 class TRM(LatentPairModel):
+    """H cycles of the recursion, the last with gradient (module docstring)."""
+
     depth_unit = "cycles"
 
     def __init__(self, config: TRMConfig):

@@ -63,8 +63,9 @@ class Block(nn.Module):
 
 
 class PostNormBlock(Block):
-    """TRM's block: h = N(x + Attn(x)); out = N(h + MLP(h)). Outputs have unit RMS per
-    token, which keeps a recursion of the same block bounded."""
+    """TRM's block: h = N(x + Attn(x)); out = N(h + MLP(h)). With N's weights at their
+    initial 1, outputs have unit RMS per token, which keeps a recursion of the same block
+    bounded."""
 
     def forward(
         self, x: Tensor, cache: KVCache | None = None, value_embed: Tensor | None = None
@@ -74,7 +75,8 @@ class PostNormBlock(Block):
 
 
 class GatedBlock(Block):
-    """The attractor head's block (DESIGN.md 2.1): each branch is gated per channel,
+    """The attractor head's block (docs/method.md section 2.1): each branch is gated per
+    channel,
 
     h = x + g_a * Attn(norm1 x);  out = h + g_m * MLP(norm2 h);  g = g_max * sigmoid(rho),
 

@@ -3,7 +3,10 @@
 OUT_DIR/checkpoint.pt holds the model, optimizer, step (which fixes the schedule), EMA
 weights, the RNG states and the data position. It is not an exported model (that is
 `Model.save_pretrained`, OUT_DIR/model); it is written by `attractor.core.atomic`, so a
-process killed mid-save leaves the previous state intact and loadable.
+process killed mid-save leaves the previous state intact and loadable. Such a process also
+leaves the atomic write's temporary file behind (``.checkpoint.pt.XXXXXXXX.tmp.pt``, as
+large as the state); one process (rank 0) writes a run's state, so the next save removes
+any it finds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from attractor.core.atomic import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
+STALE_TEMPORARIES = f".{CHECKPOINT_NAME}.*.tmp.pt"  # `atomic_path`'s temporary files
 
 
 def rng_state() -> dict[str, Any]:
@@ -33,6 +37,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore every random generator from `rng_state()`'s record."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -41,8 +46,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_training_state(state: dict[str, Any], directory: str | Path) -> Path:
-    """Write state to DIRECTORY/checkpoint.pt atomically (temp file, fsync, rename)."""
+    """Write state to DIRECTORY/checkpoint.pt atomically (temp file, fsync, rename), first
+    removing the temporary files of saves that a killed process left behind."""
     path = Path(directory) / CHECKPOINT_NAME
+    for stale in path.parent.glob(STALE_TEMPORARIES):
+        stale.unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path

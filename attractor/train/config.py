@@ -12,13 +12,20 @@ Configs ship with the package (`attractor/configs/*.yaml`) and can be named with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from attractor.core.typed_config import ConfigError, apply_assignments, from_data, validate
+from attractor.core.typed_config import (
+    ConfigError,
+    apply_assignments,
+    from_data,
+    to_data,
+    validate,
+)
 from attractor.train.optim import OptimConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -115,14 +122,27 @@ class RunConfig:
 
 
 def check_model(spec: ModelSpec) -> None:
-    """The preset exists and its overrides fit its config (names, types, choices)."""
+    """The preset exists and its overrides fit its config (names, types, choices); each
+    override is kept as the value it loads as ('5e-1' -> 0.5)."""
     from attractor.models import config_with
 
     if spec.preset not in _presets():
         raise ConfigError(
             f"model.preset: unknown preset {spec.preset!r}; choose one of {', '.join(_presets())}"
         )
-    config_with(spec.preset, spec.overrides, "model.overrides")
+    config = config_with(spec.preset, spec.overrides, "model.overrides")
+    spec.overrides = _as_loaded(spec.overrides, to_data(config))
+
+
+def _as_loaded(overrides: Mapping[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with every value replaced by the one the loaded config holds at its key
+    (nested mappings key by key)."""
+    return {
+        key: _as_loaded(value, loaded[key])
+        if isinstance(value, Mapping) and isinstance(loaded[key], dict)
+        else loaded[key]
+        for key, value in overrides.items()
+    }
 
 
 def _presets() -> list[str]:

@@ -1,4 +1,4 @@
-"""Process groups and model wrapping for `torchrun --nproc_per_node=N -m attractor.cli train`.
+"""Process groups and model wrapping for `torchrun --nproc_per_node=N -m attractor train`.
 
 One process per device. `setup_distributed` reads the environment torchrun sets (RANK,
 WORLD_SIZE, LOCAL_RANK), `wrap_model` applies the data-parallel strategy ("none", "ddp" or
@@ -92,11 +92,16 @@ def setup_distributed(device: str | None = None, init_method: str | None = None)
 
 
 def teardown_distributed() -> None:
-    """Destroy the default process group if one exists.
+    """Destroy the default process group if one exists; call it once a run has succeeded,
+    not in a `finally` that also runs when one rank fails.
 
     A barrier first: gloo's worker thread releases finished collectives (which needs the
     GIL) after the fact, and a process group torn down while that is pending can deadlock
-    when DDP's reducer frees it at exit (seen with all_gather_object before teardown).
+    when DDP's reducer frees it at exit (seen with all_gather_object before teardown). That
+    barrier is why a failing rank must not come here: its peers are waiting in another
+    collective, which gloo matches with the barrier, and every rank hangs until the
+    process group's timeout (30 minutes) instead of failing. A rank that fails should just
+    exit; its peers' next collective then fails at once (the connection is closed).
     """
     if dist.is_initialized():
         dist.barrier()
@@ -115,7 +120,7 @@ def is_distributed() -> bool:
 def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     """Apply a data-parallel strategy: "none" (as is), "ddp" or "fsdp" (FSDP2).
 
-    "fsdp" shards every `attractor.layers.Block` submodule as its own unit, then the root
+    "fsdp" shards every `attractor.nn.Block` submodule as its own unit, then the root
     (which holds the embeddings and whatever is left). FSDP2 changes the model in place.
     "ddp" and "fsdp" need a process group: launch with torchrun. A single process asking for
     either is an error, not a silent fallback to "none", so a config never claims a strategy

@@ -1,7 +1,7 @@
 """Measuring the memory of a training step: what autograd saves, and the process's RSS.
 
 `SavedTensors` counts the bytes autograd saves for backward while it is active (the
-activation memory DESIGN.md section 2.2 says must not grow with the solver depth);
+activation memory docs/method.md section 2.3 says must not grow with the solver depth);
 `peak_rss_bytes` and `current_rss_bytes` read the process's resident memory.
 `benchmarks/memory_vs_depth.py` uses both (paper Figure 5).
 """

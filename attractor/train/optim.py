@@ -1,4 +1,4 @@
-"""Optimizers of the LM recipe (DESIGN.md section 3): Muon for the 2-D hidden weights,
+"""Optimizers of the LM recipe (docs/method.md section 4.2): Muon for the 2-D hidden weights,
 AdamW for everything else.
 
 Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon optimizer,
@@ -260,7 +260,7 @@ class CombinedOptimizer:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
     """AdamW over the adamw/embed/head groups and, for cfg.name == "muon", Muon over the
-    muon group (DESIGN.md section 3)."""
+    muon group (docs/method.md section 4.2)."""
     groups = param_groups(model, cfg)
     adam_groups = [g for g in groups if g["name"] != "muon"]
     muon_groups = [g for g in groups if g["name"] == "muon"]

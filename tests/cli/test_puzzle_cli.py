@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from attractor.cli import main
-from attractor.data import maze, puzzles, sudoku
+from attractor.data import maze, puzzles, sudoku, sudoku_generate
 
 SMALL = ["--n-train", "20", "--n-test", "20"]
 
@@ -111,7 +111,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_files(tmp_path, capsys, extr
 def _public_files(tmp_path):
     """A public-format train and test file (Sudoku-Extreme's columns) of 4x4 puzzles."""
     shape = sudoku.SudokuShape(2, 2)
-    made = [sudoku.Puzzle("pub", q, a, r) for q, a, r in sudoku.generate_many(30, shape, seed=3)]
+    made = [
+        sudoku.Puzzle("pub", q, a, r)
+        for q, a, r in sudoku_generate.generate_many(30, shape, seed=3)
+    ]
     sudoku.write_csv(tmp_path / "pub_train.csv", made[:20])
     sudoku.write_csv(tmp_path / "pub_test.csv", made[20:])
     return made

@@ -2,30 +2,17 @@ import json
 import re
 
 import pytest
-import torch
 
-from attractor import build_model
 from attractor.cli import main
 from attractor.data import puzzles
-from attractor.models.pretrained import load_pretrained
 from attractor.eval.puzzle_metrics import evaluate_puzzles
-from attractor.engine import SolverConfig
+from attractor.models.pretrained import load_pretrained
 
-SOLVER = SolverConfig("anderson", tol=1e-2, max_iter=3, min_iter=1)
 METRICS = {"exact_acc", "cell_acc", "halt_step", "halt_exact_acc", "solver_iters", "puzzles"}
 
 
-def tiny_reasoner(side=6, box=(2, 3), vocab_size=8):
-    """An untrained width-32, one-block reasoner: 2 supervision steps, at most 3 iterations."""
-    torch.manual_seed(0)
-    return build_model(
-        "reasoner-cpu", side=side, box_rows=box[0], box_cols=box[1], vocab_size=vocab_size,
-        dim=32, n_heads=2, n_layers=1, n_sup=2, train_solver=SOLVER, eval_solver=SOLVER,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tiny_reasoner, tmp_path_factory):
     root = tmp_path_factory.mktemp("puzzle_eval")
     tiny_reasoner().save_pretrained(root / "reasoner")
     puzzles.build_sudoku_split(root / "sudoku6", (2, 3), n_train=4, n_test=8, minimal=True)
@@ -50,7 +37,7 @@ def test_eval_prints_metrics_and_depth_rows_and_writes_json_and_plot(files, tmp_
     result = json.loads(out.read_text())
     assert result["result"] == "puzzle_depth" and result["kind"] == "reasoner"
     assert set(result["full"]) == METRICS and result["full"]["puzzles"] == 8
-    assert result["default"] == result["full"]  # no --steps: the model's own depth
+    assert result["default"] == result["full"]  # no --depth: the model's own depth
     assert out.with_suffix(".png").stat().st_size > 0
     assert [row["T"] for row in result["depth"]] == [0, 1, 2]
     assert all({"exact_acc", "cell_acc"} <= set(row) for row in result["depth"])
@@ -62,19 +49,19 @@ def test_eval_prints_metrics_and_depth_rows_and_writes_json_and_plot(files, tmp_
     direct = evaluate_puzzles(model, data, batch_size=100)
     assert result["full"] == pytest.approx(direct)
     assert f"cells {100 * direct['cell_acc']:.2f}%" in head
-    at_one = evaluate_puzzles(model, data, batch_size=100, steps=1)
+    at_one = evaluate_puzzles(model, data, batch_size=100, depth=1)
     assert result["depth"][1]["cell_acc"] == pytest.approx(at_one["cell_acc"])
 
 
 def test_sweep_without_depths_runs_0_to_t_max(files, tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    argv = ["--sweep", "--batches", "1", "--batch-size", "4", "--steps", "1", "--out", str(out)]
+    argv = ["--sweep", "--batches", "1", "--batch-size", "4", "--depth", "1", "--out", str(out)]
     assert _eval(files, *argv) == 0
     text = capsys.readouterr().out
     assert "(4 6x6 sudoku, 2 supervision steps, T=1)" in text  # --batches 1 of 4 puzzles
     assert re.findall(r"^T=(\d+)", text, flags=re.M) == ["0", "1", "2", "3"]
     result = json.loads(out.read_text())
-    assert result["steps"] == 1 and result["T_max"] == 3
+    assert result["fixed_depth"] == 1 and result["T_max"] == 3
     assert {k: v for k, v in result["depth"][1].items() if k != "T"} == result["default"]
 
 

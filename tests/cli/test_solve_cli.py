@@ -4,13 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from attractor import build_model
 from attractor.cli import main
-from attractor.data import maze, sudoku
-from attractor.models.pretrained import load_pretrained
-from attractor.models.grid_metrics import supervise
 from attractor.cli.solve import maze_from_prediction, maze_verdict, sudoku_from_prediction
-from attractor.engine import SolverConfig
+from attractor.data import maze, sudoku, sudoku_generate
+from attractor.models.grid_metrics import supervise
+from attractor.models.pretrained import load_pretrained
 
 CLASSIC = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 HARD = "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4.."
@@ -35,7 +33,7 @@ def test_solves_9x9(capsys, grid):
 
 @pytest.mark.parametrize("shape", [sudoku.SudokuShape(2, 3), sudoku.SudokuShape(2, 2)])
 def test_solves_6x6_and_4x4_with_zero_blanks(capsys, shape):
-    question, _, _ = sudoku.generate(shape, 0)
+    question, _, _ = sudoku_generate.generate(shape, 0)
     text = sudoku.format_grid(question, blank="0")
     assert main(["solve", "sudoku", text, "--trace"]) == 0
     out = capsys.readouterr().out
@@ -113,21 +111,11 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, models, argv, messag
 
 # ----------------------------------------------------------------------------- with a model
 
-SOLVER = SolverConfig("anderson", tol=1e-2, max_iter=3, min_iter=1)
-SUDOKU6 = sudoku.format_grid(sudoku.generate(sudoku.SudokuShape(2, 3), 0)[0])
-
-
-def tiny_reasoner(side, box_rows, box_cols, vocab_size):
-    """An untrained width-32, one-block reasoner: 2 supervision steps, at most 3 iterations."""
-    torch.manual_seed(0)
-    return build_model(
-        "reasoner-cpu", side=side, box_rows=box_rows, box_cols=box_cols, vocab_size=vocab_size,
-        dim=32, n_heads=2, n_layers=1, n_sup=2, train_solver=SOLVER, eval_solver=SOLVER,
-    )  # fmt: skip
+SUDOKU6 = sudoku.format_grid(sudoku_generate.generate(sudoku.SudokuShape(2, 3), 0)[0])
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tiny_reasoner, tmp_path_factory):
     root = tmp_path_factory.mktemp("grid_models")
     tiny_reasoner(6, 2, 3, 8).save_pretrained(root / "sudoku6")
     tiny_reasoner(11, 0, 0, 6).save_pretrained(root / "maze11")

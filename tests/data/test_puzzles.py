@@ -1,16 +1,20 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from attractor.data import maze, puzzles, sudoku
+from attractor.data import maze, puzzles, sudoku, sudoku_generate
 
 
 @pytest.fixture(scope="module")
 def sudoku6():
     shape = sudoku.SudokuShape(2, 3)
-    return [sudoku.Puzzle("t", q, a, r) for q, a, r in sudoku.generate_many(40, shape, seed=1)]
+    return [
+        sudoku.Puzzle("t", q, a, r) for q, a, r in sudoku_generate.generate_many(40, shape, seed=1)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +164,10 @@ def test_split_from_csv_draws_a_seeded_training_set_and_keeps_the_test_file(tmp_
     from attractor.data.puzzles import load_split, question_hash, split_from_csv
 
     shape = sudoku.SudokuShape(2, 2)
-    made = [sudoku.Puzzle("pub", q, a, r) for q, a, r in sudoku.generate_many(30, shape, seed=5)]
+    made = [
+        sudoku.Puzzle("pub", q, a, r)
+        for q, a, r in sudoku_generate.generate_many(30, shape, seed=5)
+    ]
     sudoku.write_csv(tmp_path / "pub_train.csv", made[:20])
     sudoku.write_csv(tmp_path / "pub_test.csv", made[20:])
     record = split_from_csv(
@@ -185,3 +192,26 @@ def test_split_from_csv_draws_a_seeded_training_set_and_keeps_the_test_file(tmp_
         seed=1,
     )
     assert again["train_hashes"] == record["train_hashes"]
+
+
+WRITES = re.compile(
+    r"tempfile|mkstemp|os\.replace|\.rename\(|\.write_text\(|\.write_bytes\(|json\.dump\("
+    r"|open\([^)]*['\"][wa]b?['\"]"
+)
+
+
+def test_the_data_layer_writes_files_only_through_the_one_atomic_write():
+    """No module of attractor/data opens a file for writing, renames or makes a temporary
+    file itself: every write goes through attractor.core.atomic. The one exception is
+    staging.py, which publishes a finished dataset directory as a whole."""
+    data = Path(puzzles.__file__).parent
+    found = {
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(data.glob("*.py"))
+        if path.name != "staging.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if WRITES.search(line)
+    }
+    assert not found, sorted(found)
+    users = {p.name for p in data.glob("*.py") if "attractor.core.atomic" in p.read_text()}
+    assert {"puzzle_csv.py", "puzzles.py", "text.py", "tokenizer.py"} <= users

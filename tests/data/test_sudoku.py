@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from attractor.data import sudoku as sd
+from attractor.data import sudoku_generate as gen
 
 S4, S6, S9 = sd.SudokuShape(2, 2), sd.SudokuShape(2, 3), sd.SudokuShape(3, 3)
 
@@ -82,6 +83,79 @@ def brute_count(puzzle, limit=2):
     return count
 
 
+def units_of(n):
+    """Rows, columns and boxes as lists of cell indices."""
+    br, bc = box_dims(n)
+    rows = [[r * n + c for c in range(n)] for r in range(n)]
+    cols = [[r * n + c for r in range(n)] for c in range(n)]
+    boxes = [
+        [(r0 + i) * n + c0 + j for i in range(br) for j in range(bc)]
+        for r0 in range(0, n, br)
+        for c0 in range(0, n, bc)
+    ]
+    return rows + cols + boxes
+
+
+def singles(cands, units):
+    """Naked and hidden singles on candidate sets, rescanning everything until nothing
+    changes; False at a contradiction (a cell without candidates, or a digit without a place
+    in some unit)."""
+    n = len(units[0])
+    changed = True
+    while changed:
+        changed = False
+        for unit in units:
+            for cell in unit:
+                if len(cands[cell]) == 1:
+                    for other in unit:
+                        if other != cell and cands[cell] <= cands[other]:
+                            cands[other] = cands[other] - cands[cell]
+                            changed = True
+            if any(not cands[cell] for cell in unit):
+                return False
+            for digit in range(1, n + 1):
+                places = [cell for cell in unit if digit in cands[cell]]
+                if not places:
+                    return False
+                if len(places) == 1 and len(cands[places[0]]) > 1:
+                    cands[places[0]] = {digit}
+                    changed = True
+    return True
+
+
+def reference_rating(puzzle, limit=2):
+    """The documented search, written plainly: propagate singles to a fixpoint, branch on
+    the first open cell (row-major) with the fewest candidates, digits ascending, stop after
+    `limit` solutions; a backtrack is a branch whose propagation hits a contradiction.
+    Returns (solutions, backtracks)."""
+    g = [int(x) for x in np.asarray(puzzle).reshape(-1)]
+    n = int(round(len(g) ** 0.5))
+    units = units_of(n)
+    found, backtracks = [], 0
+
+    def search(cands):
+        nonlocal backtracks
+        open_cells = [c for c in range(len(cands)) if len(cands[c]) > 1]
+        if not open_cells:
+            found.append([min(c) for c in cands])
+            return
+        best = min(open_cells, key=lambda c: (len(cands[c]), c))
+        for digit in sorted(cands[best]):
+            branch = [set(c) for c in cands]
+            branch[best] = {digit}
+            if singles(branch, units):
+                search(branch)
+                if len(found) >= limit:
+                    return
+            else:
+                backtracks += 1
+
+    start = [{d} if d else set(range(1, n + 1)) for d in g]
+    if singles(start, units):
+        search(start)
+    return found, backtracks
+
+
 # ---------------------------------------------------------------- geometry and parsing
 
 
@@ -130,13 +204,28 @@ def test_parse_errors():
 
 
 @pytest.mark.parametrize("text", CLASSIC_9 + [PUZZLE_4, PUZZLE_6])
-def test_solver_known_puzzles(text):
+def test_solver_known_puzzles_and_their_ratings(text):
     puzzle = sd.parse_grid(text)
     result = sd.solve(puzzle)
     assert result.count == 1
     assert rules_ok(result.solutions[0], puzzle)
     assert sd.is_solution(result.solutions[0], puzzle)
-    assert result.backtracks >= 0
+    solutions, backtracks = reference_rating(puzzle)
+    assert [list(s) for s in result.solutions] == solutions
+    assert result.backtracks == backtracks == sd.rate(puzzle)
+
+
+def test_ratings_of_hand_picked_puzzles():
+    """Wikipedia's example falls to singles alone (rating 0, the propagated grid is the
+    solution); Inkala's puzzle needs guesses that fail; the reference search agrees on
+    each, and on the 17-clue puzzle."""
+    easy, hard, seventeen = (sd.parse_grid(t) for t in CLASSIC_9)
+    assert sd.rate(easy) == 0 == reference_rating(easy)[1]
+    assert np.count_nonzero(sd.propagated(easy)) == 81
+    assert rules_ok(sd.propagated(easy), easy)
+    assert sd.rate(hard) > 0 and sd.rate(hard) == reference_rating(hard)[1]
+    assert sd.rate(seventeen) == reference_rating(seventeen)[1]
+    assert np.count_nonzero(sd.propagated(hard)) < 81  # singles alone do not solve it
 
 
 def test_solver_rating_and_two_solutions():
@@ -181,27 +270,28 @@ def test_solver_no_solution():
 
 @pytest.mark.parametrize("shape", [S4, S6])
 def test_generator_unique_by_brute_force(shape):
-    out = sd.generate_many(8, shape, seed=1, minimal=True)
+    out = gen.generate_many(8, shape, seed=1, minimal=True)
     for puzzle, solution, rating in out:
         assert brute_count(puzzle) == 1
         assert rules_ok(solution, puzzle)
-        assert rating == sd.solve(puzzle).backtracks
+        assert rating == sd.solve(puzzle).backtracks == reference_rating(puzzle)[1]
         assert np.count_nonzero(puzzle) < shape.cells
 
 
 def test_generator_9x9_band_and_uniqueness():
-    out = sd.generate_many(3, S9, seed=2, min_backtracks=1, max_backtracks=50, max_givens=27)
+    out = gen.generate_many(3, S9, seed=2, min_backtracks=1, max_backtracks=50, max_givens=27)
     for puzzle, solution, rating in out:
         assert 1 <= rating <= 50
+        assert rating == reference_rating(puzzle)[1]
         assert np.count_nonzero(puzzle) <= 27
         assert rules_ok(solution, puzzle)
         assert brute_count(puzzle) == 1
 
 
 def test_generator_reproducible_and_worker_independent():
-    a = sd.generate_many(6, S6, seed=7)
-    b = sd.generate_many(6, S6, seed=7, workers=2)
-    c = sd.generate_many(6, S6, seed=8)
+    a = gen.generate_many(6, S6, seed=7)
+    b = gen.generate_many(6, S6, seed=7, workers=2)
+    c = gen.generate_many(6, S6, seed=8)
     for (pa, sa, ra), (pb, sb, rb) in zip(a, b, strict=True):
         assert np.array_equal(pa, pb) and np.array_equal(sa, sb) and ra == rb
     assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=True))
@@ -209,7 +299,7 @@ def test_generator_reproducible_and_worker_independent():
 
 @pytest.mark.parametrize("shape,count", [(S4, 3), (S6, 3), (S9, 1)])
 def test_generator_minimal(shape, count):
-    for puzzle, _, _ in sd.generate_many(count, shape, seed=3, minimal=True):
+    for puzzle, _, _ in gen.generate_many(count, shape, seed=3, minimal=True):
         for cell in np.flatnonzero(puzzle):
             weaker = puzzle.copy()
             weaker[cell] = 0
@@ -219,14 +309,14 @@ def test_generator_minimal(shape, count):
 
 
 def test_generator_non_minimal_stops_early():
-    puzzle, solution, _ = sd.generate(S9, np.random.default_rng(0), max_givens=40)
+    puzzle, solution, _ = gen.generate(S9, np.random.default_rng(0), max_givens=40)
     assert 36 <= np.count_nonzero(puzzle) <= 40  # stops at the first puzzle in the band
     assert sd.solve(puzzle).count == 1 and rules_ok(solution, puzzle)
 
 
 def test_generator_impossible_band():
     with pytest.raises(RuntimeError, match="widen the band"):
-        sd.generate(S4, 0, max_givens=1, max_tries=3)
+        gen.generate(S4, 0, max_givens=1, max_tries=3)
 
 
 # ---------------------------------------------------------------- augmentation
@@ -235,10 +325,10 @@ def test_generator_impossible_band():
 @pytest.mark.parametrize("shape", [S4, S6, S9])
 def test_augment_keeps_validity(shape):
     rng = np.random.default_rng(0)
-    puzzle, solution, _ = sd.generate(shape, rng)
+    puzzle, solution, _ = gen.generate(shape, rng)
     seen = set()
     for _ in range(20):
-        p, s = sd.augment(puzzle, solution, rng)
+        p, s = gen.augment(puzzle, solution, rng)
         assert rules_ok(s, p)
         assert np.count_nonzero(p) == np.count_nonzero(puzzle)
         assert (p[p != 0] == s[p != 0]).all()  # givens equal the solution
@@ -246,15 +336,15 @@ def test_augment_keeps_validity(shape):
         seen.add(sd.format_grid(s))
     assert len(seen) > 10
     # 2-D input keeps its shape
-    p2, s2 = sd.augment(puzzle.reshape(shape.n, shape.n), solution.reshape(shape.n, shape.n), rng)
+    p2, s2 = gen.augment(puzzle.reshape(shape.n, shape.n), solution.reshape(shape.n, shape.n), rng)
     assert p2.shape == (shape.n, shape.n) and rules_ok(s2, p2)
 
 
 def test_augment_transposes_only_square_boxes():
     rng = np.random.default_rng(0)
-    puzzle, solution, _ = sd.generate(S6, rng)
+    puzzle, solution, _ = gen.generate(S6, rng)
     for _ in range(30):
-        _, s = sd.augment(puzzle, solution, rng)
+        _, s = gen.augment(puzzle, solution, rng)
         g = s.reshape(6, 6)
         # rows within a band of 2 always share a box pair: first 3 cells of rows 0,1 form a box
         assert set(g[0:2, 0:3].reshape(-1).tolist()) == set(range(1, 7))
@@ -264,7 +354,7 @@ def test_augment_transposes_only_square_boxes():
 
 
 def test_csv_roundtrip(tmp_path):
-    out = sd.generate_many(4, S9, seed=5)
+    out = gen.generate_many(4, S9, seed=5)
     puzzles = [sd.Puzzle(f"gen{i}", p, s, r) for i, (p, s, r) in enumerate(out)]
     path = tmp_path / "sub" / "train.csv"
     sd.write_csv(path, puzzles)
@@ -324,7 +414,7 @@ def test_solver_matches_brute_force_on_random_grids():
                 g[cell] = 0
         cases.append(g)
     for _ in range(40):  # 6x6: a solution with holes, sometimes one given changed
-        g = sd.random_solution(S6, rng)
+        g = gen.random_solution(S6, rng)
         g[rng.random(36) < 0.6] = 0
         if rng.random() < 0.5:
             cell = rng.choice(np.flatnonzero(g))
@@ -336,6 +426,7 @@ def test_solver_matches_brute_force_on_random_grids():
     for g in cases:
         res = sd.solve(g, limit=3)
         assert res.count == brute_count(g, limit=3)
+        assert res.backtracks == reference_rating(g, limit=3)[1]
         assert all(rules_ok(s, g) for s in res.solutions)
         kinds.add(res.count)
     assert kinds == {0, 1, 2, 3}

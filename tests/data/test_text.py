@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from attractor.cli import main
-from attractor.data import text
+from attractor.data import text, text_sources
 from attractor.data.lm import pydoc_documents
-from attractor.data.shards import ShardWindows, prepare_text
+from attractor.data.shards import ShardWindows
+from attractor.data.text import prepare_text
 from attractor.data.tokenizer import BPETokenizer, ByteTokenizer, load_tokenizer
 
 UNICODE = (
@@ -247,7 +248,7 @@ def test_hf_streaming_parquet_equals_the_direct_reader(tmp_path, monkeypatch):
 
 
 def test_python_docs_missing_names_the_debian_package(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(text, "PYTHON_DOCS", tmp_path / "no-such-docs")
+    monkeypatch.setattr(text_sources, "PYTHON_DOCS", tmp_path / "no-such-docs")
     out = tmp_path / "out"
     rc = main(["data", "text", "--source", "python-docs", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()

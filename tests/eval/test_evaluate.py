@@ -1,5 +1,6 @@
-"""attractor/evaluate.py and attractor/plots.py: numbers against a hand computation, the
-depth sweep, and the eval -> JSON -> plot round trip through the command line."""
+"""attractor/eval (lm_metrics, depth_sweep, loading) and eval/plots.py: numbers against a
+hand computation, the depth sweep, the validation split of a trained model, and the
+eval -> JSON -> plot round trip through the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 import attractor as at
 from attractor.cli import main
 from attractor.data.lm import Windows
-from attractor.data.tokenizer import ByteTokenizer
 from attractor.eval.depth_sweep import depth_sweep, sweep_depths
 from attractor.eval.lm_metrics import evaluate_lm
 
@@ -21,16 +21,19 @@ SOLVER = at.SolverConfig("anderson", tol=1e-3, max_iter=8, freeze_converged=True
 DEQ_SOLVER = at.SolverConfig("anderson", tol=1e-3, max_iter=8)  # DEQ's f takes no mask
 
 
-def tiny(kind: str = "attractor", **kw):
-    torch.manual_seed(0)
-    fields = dict(vocab_size=257, dim=32, n_heads=4, max_seq_len=32)
-    shape = {
-        "attractor": dict(n_backbone=2, n_head_layers=1, eval_solver=SOLVER),
-        "gpt": dict(n_layers=2),
-        "looped": dict(n_prelude=1, n_recurrent=1, n_coda=1, eval_depth=4),
-        "deq": dict(n_layers=1, eval_solver=DEQ_SOLVER),
-    }[kind]
-    return at.build_model(kind=kind, **{**fields, **shape, **kw}).eval()
+@pytest.fixture
+def tiny(tiny_lm):
+    """`tiny(kind)`: conftest's tiny LM of that kind at max_seq_len 32, in eval mode, the
+    solver models with SOLVER / DEQ_SOLVER in evaluation."""
+    solvers = {"attractor": SOLVER, "deq": DEQ_SOLVER}
+
+    def make(kind: str = "attractor"):
+        fields = {}
+        if kind in solvers:
+            fields["fixed_point"] = at.FixedPointConfig(eval_solver=solvers[kind])
+        return tiny_lm(kind, max_seq_len=32, **fields).eval()
+
+    return make
 
 
 def windows(seq_len: int = 16, n: int = 5) -> Windows:
@@ -47,7 +50,7 @@ def hand_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize("kind", ["attractor", "gpt"])
-def test_evaluate_lm_matches_a_hand_computation(kind):
+def test_evaluate_lm_matches_a_hand_computation(tiny, kind):
     model, data = tiny(kind), windows()
     result = evaluate_lm(model, data, batch_size=2, max_batches=2, bytes_per_token=1.5)
     total, count = 0.0, 0
@@ -80,7 +83,7 @@ class Masked:
         return x, y
 
 
-def test_evaluate_lm_averages_over_labelled_tokens_only():
+def test_evaluate_lm_averages_over_labelled_tokens_only(tiny):
     model, data = tiny("gpt"), Masked(windows())
     result = evaluate_lm(model, data, batch_size=8)
     with torch.no_grad():
@@ -96,7 +99,7 @@ def test_sweep_depths_doubles_up_to_t_max():
     assert sweep_depths(1) == [0, 1]
 
 
-def test_depth_sweep_on_the_attractor():
+def test_depth_sweep_on_the_attractor(tiny):
     model, data = tiny(), windows()
     result = depth_sweep(model, data, tolerances=(1e-2, 1e-4), batch_size=5)
     assert [row["T"] for row in result["depth"]] == [0, 1, 2, 4, 8]
@@ -108,11 +111,11 @@ def test_depth_sweep_on_the_attractor():
     assert loose["iters_mean"] <= tight["iters_mean"] <= SOLVER.max_iter
     assert loose["iters_max_mean"] <= tight["iters_max_mean"]
     assert loose["iters_mean"] < tight["iters_mean"]  # the tolerance really changed
-    assert model.config.eval_solver == SOLVER  # restored after the sweep
+    assert model.config.fixed_point.eval_solver == SOLVER  # restored after the sweep
 
 
 @pytest.mark.parametrize("kind", ["looped", "deq"])
-def test_depth_sweep_on_looped_and_deq(kind):
+def test_depth_sweep_on_looped_and_deq(tiny, kind):
     model = tiny(kind)
     result = depth_sweep(model, windows(), tolerances=(1e-2,), max_batches=1)
     t_max = 4 if kind == "looped" else SOLVER.max_iter
@@ -120,22 +123,19 @@ def test_depth_sweep_on_looped_and_deq(kind):
     assert len(result["tolerance"]) == (0 if kind == "looped" else 1)
     with torch.no_grad():
         x, y = windows().batch(list(range(5)))
-        total, count = hand_loss(model(x, steps=2).logits, y)
+        total, count = hand_loss(model(x, depth=2).logits, y)
     row = next(r for r in result["depth"] if r["T"] == 2)
     assert row["loss"] == pytest.approx(total / count, rel=1e-5)
 
 
-def test_depth_sweep_refuses_a_model_without_depth():
+def test_depth_sweep_refuses_a_model_without_depth(tiny):
     with pytest.raises(ValueError, match="no solver depth"):
         depth_sweep(tiny("gpt"), windows())
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
-    directory = tmp_path / "model"
-    tiny().save_pretrained(directory)
-    ByteTokenizer().save(directory)
-    return directory
+def checkpoint(tiny, byte_checkpoint, tmp_path):
+    return byte_checkpoint(tiny(), tmp_path / "model")
 
 
 def test_cli_eval_sweep_writes_json_and_plot_redraws_it(checkpoint, tmp_path, capsys):
@@ -147,6 +147,7 @@ def test_cli_eval_sweep_writes_json_and_plot_redraws_it(checkpoint, tmp_path, ca
     result = json.loads(out.read_text())
     assert result["result"] == "depth_sweep" and result["kind"] == "attractor"
     assert [row["T"] for row in result["depth"]] == [0, 1, 2]
+    assert result["fixed_depth"] is None  # no --depth: the plain evaluation at its own depth
     assert len(result["tolerance"]) == 5 and result["model"]["kind"] == "attractor"
     assert {"date", "command", "default", "data"} <= set(result)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
@@ -191,7 +192,7 @@ def test_cli_eval_bad_input_is_one_line(checkpoint, tmp_path, capsys):
     assert "tokenizer.json" in lines[2]
 
 
-def test_evaluate_lm_max_windows_scores_only_the_first_windows():
+def test_evaluate_lm_max_windows_scores_only_the_first_windows(tiny):
     model, data = tiny("gpt"), windows()
     result = evaluate_lm(model, data, batch_size=2, max_windows=3)
     with torch.no_grad():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import save_with_bytes, tiny_attractor
 
 import attractor as at
 from attractor.cli import main
@@ -12,8 +11,8 @@ from attractor.data.tokenizer import ByteTokenizer
 
 
 @pytest.fixture
-def checkpoint(tmp_path):
-    return save_with_bytes(tiny_attractor(), tmp_path / "model")
+def checkpoint(tiny_attractor, byte_checkpoint, tmp_path):
+    return byte_checkpoint(tiny_attractor(), tmp_path / "model")
 
 
 def test_cli_generate_prints_prompt_and_greedy_continuation(checkpoint, capsys):

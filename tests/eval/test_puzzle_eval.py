@@ -6,10 +6,10 @@ import torch
 
 from attractor.data import sudoku
 from attractor.data.puzzles import PuzzleDataset, build_sudoku_split, load_split
-from attractor.models.grid import GridConfig, GridModel, GridOutput
-from attractor.eval.puzzle_metrics import evaluate_puzzles
-from attractor.models.grid_metrics import batch_metrics, summarize
 from attractor.engine import SolverStats
+from attractor.eval.puzzle_metrics import evaluate_puzzles
+from attractor.models.grid import GridConfig, GridModel, GridOutput
+from attractor.models.grid_metrics import batch_metrics, summarize
 
 V = 6  # token ids 0..5
 
@@ -127,7 +127,7 @@ class Scripted(GridModel):
     def initial_carry(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(batch_size)
 
-    def forward(self, inputs, carry=None, steps=None) -> GridOutput:
+    def forward(self, inputs, carry=None, depth=None) -> GridOutput:
         step = (torch.zeros(len(inputs)) if carry is None else carry) + 1  # 1-based
         solved = torch.stack([self.answers[bytes(q.numpy().astype("int8"))] for q in inputs])
         preds = torch.where((step >= self.solve_at)[:, None], solved, inputs)

@@ -8,9 +8,11 @@ import dataclasses
 import pytest
 import torch
 
+from attractor.core.typed_config import ConfigError, to_data
+from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.models import build_model
 from attractor.models.deq import DEQ, DEQConfig
 from attractor.models.pretrained import config_from_dict
-from attractor.engine import SolverConfig
 
 VOCAB = 64
 TIGHT = SolverConfig(method="anderson", tol=1e-6, max_iter=200)
@@ -18,9 +20,12 @@ TIGHT = SolverConfig(method="anderson", tol=1e-6, max_iter=200)
 
 def tiny(**fields) -> DEQ:
     """A small embedding (std 0.05, not the default 1.0) so that the blocks move z* well away
-    from x and the solve takes several iterations."""
+    from x and the solve takes several iterations; `fixed_point` entries are merged over the
+    DEQ's defaults."""
     cfg = dict(vocab_size=VOCAB, dim=32, n_heads=4, n_layers=2, max_seq_len=64, embed_init_std=0.05)
-    return DEQ(DEQConfig(**{**cfg, **fields}))
+    model = build_model(kind="deq", **{**cfg, **fields})
+    assert isinstance(model, DEQ)
+    return model
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +63,7 @@ def embed_ref(model, ids):
 
 
 def test_forward_output_is_a_fixed_point_of_the_map():
-    model = tiny(eval_solver=TIGHT).eval()
+    model = tiny(fixed_point=dict(eval_solver=TIGHT)).eval()
     ids = torch.randint(0, VOCAB, (3, 10))
     with torch.no_grad():
         z, stats = model.equilibrium(ids)
@@ -74,34 +79,37 @@ def test_forward_output_is_a_fixed_point_of_the_map():
 
 
 @pytest.mark.parametrize("k", [0, 1, 4])
-def test_steps_equal_hand_run_picard_steps(k):
+def test_depth_equals_hand_run_picard_steps(k):
     picard = SolverConfig(method="picard", tol=1e-3, max_iter=30)
-    model = tiny(eval_solver=picard).eval()
+    model = tiny(fixed_point=dict(eval_solver=picard)).eval()
     ids = torch.randint(0, VOCAB, (2, 7))
     with torch.no_grad():
-        out = model(ids, steps=k)
+        out = model(ids, depth=k)
         x = embed_ref(model, ids)
         z = torch.zeros_like(x)
         for _ in range(k):
             z = f_ref(model, z, x)
-    assert out.solver.iters == k
+    assert out.solver.iters == k and out.depth == k
     torch.testing.assert_close(out.logits, decode_ref(model, z), atol=1e-5, rtol=1e-5)
     if k == 0:
         assert (out.logits == 0).all()
 
 
-def test_steps_run_exactly_k_anderson_iterations():
-    model = tiny(eval_solver=TIGHT).eval()
+def test_depth_runs_exactly_k_anderson_iterations():
+    model = tiny(fixed_point=dict(eval_solver=TIGHT)).eval()
     ids = torch.randint(0, VOCAB, (2, 7))
     with torch.no_grad():
-        assert model(ids, steps=2).solver.iters == 2
-        assert model(ids).solver.iters > 2
+        assert model(ids, depth=2).solver.iters == 2
+        out = model(ids)
+        assert out.solver.iters > 2 and out.depth == out.solver.iters
 
 
 def test_training_uses_the_train_solver():
     model = tiny(
-        train_solver=SolverConfig(method="picard", tol=0.0, max_iter=2),
-        eval_solver=SolverConfig(method="picard", tol=0.0, max_iter=5),
+        fixed_point=dict(
+            train_solver=SolverConfig(method="picard", tol=0.0, max_iter=2),
+            eval_solver=SolverConfig(method="picard", tol=0.0, max_iter=5),
+        )
     )
     ids = torch.randint(0, VOCAB, (1, 4))
     assert model.train()(ids).solver.iters == 2
@@ -127,7 +135,8 @@ def test_head_is_untied_from_the_embedding():
 
 @pytest.mark.parametrize("backward", ["jfb", "phantom", "neumann", "adjoint"])
 def test_forward_backward_gives_every_parameter_a_finite_gradient(backward):
-    model = tiny(backward=backward, train_solver=SolverConfig(tol=1e-4, max_iter=30)).train()
+    solver = SolverConfig(tol=1e-4, max_iter=30)
+    model = tiny(fixed_point=dict(backward=backward, train_solver=solver)).train()
     ids = torch.randint(0, VOCAB, (2, 8))
     out = model(ids, labels=torch.roll(ids, -1, dims=1))
     assert torch.isfinite(out.loss)
@@ -137,8 +146,8 @@ def test_forward_backward_gives_every_parameter_a_finite_gradient(backward):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_onestep_gradient_is_one_application_of_f_at_the_fixed_point():
-    model = tiny(train_solver=TIGHT).train()
+def test_jfb_gradient_is_one_application_of_f_at_the_fixed_point():
+    model = tiny(fixed_point=dict(train_solver=TIGHT, backward="jfb")).train()
     ids = torch.randint(0, VOCAB, (2, 6))
     labels = torch.roll(ids, -1, dims=1)
     model(ids, labels=labels).loss.backward()
@@ -157,7 +166,7 @@ def test_onestep_gradient_is_one_application_of_f_at_the_fixed_point():
 
 
 def test_causal_every_earlier_logit_ignores_a_later_token():
-    model = tiny(eval_solver=TIGHT).eval()
+    model = tiny(fixed_point=dict(eval_solver=TIGHT)).eval()
     ids = torch.randint(0, VOCAB, (2, 12))
     changed = ids.clone()
     changed[:, 8] = (changed[:, 8] + 1) % VOCAB
@@ -168,7 +177,7 @@ def test_causal_every_earlier_logit_ignores_a_later_token():
 
 
 def test_generation_by_recomputation_matches_the_uncached_path():
-    model = tiny(eval_solver=TIGHT).eval()
+    model = tiny(fixed_point=dict(eval_solver=TIGHT)).eval()
     prompt = torch.randint(0, VOCAB, (2, 3))
     fast = model.generate(prompt, max_new_tokens=6, temperature=0.0)
     slow = model.generate(prompt, max_new_tokens=6, temperature=0.0, use_cache=False)
@@ -187,20 +196,27 @@ def test_generation_by_recomputation_matches_the_uncached_path():
 
 
 def test_config_round_trips_through_its_json_dict():
-    cfg = DEQConfig(train_solver=SolverConfig(method="picard", tol=1e-2, max_iter=3))
+    solver = SolverConfig(method="picard", tol=1e-2, max_iter=3)
+    cfg = DEQConfig(fixed_point=FixedPointConfig(train_solver=solver, backward="adjoint"))
     back = config_from_dict({"kind": "deq", **dataclasses.asdict(cfg)})
-    assert back == cfg and isinstance(back.train_solver, SolverConfig)
+    assert back == cfg and isinstance(back.fixed_point.train_solver, SolverConfig)
+    assert config_from_dict({"kind": "deq", **to_data(cfg)}) == cfg
 
 
-def test_bad_config_and_steps_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown backward 'exact'"):
-        DEQConfig(backward="exact")
-    with pytest.raises(ValueError, match="steps must be >= 0"):
-        tiny()(torch.zeros(1, 2, dtype=torch.long), steps=-1)
+def test_bad_config_and_depth_are_clear_errors():
+    pattern = (
+        r"^fixed_point\.backward: 'exact' is not one of 'jfb', 'neumann', 'adjoint', 'phantom'$"
+    )
+    with pytest.raises(ConfigError, match=pattern):
+        DEQConfig(fixed_point=dict(backward="exact"))
+    with pytest.raises(ConfigError, match=r"^deq: n_layers must be at least 1, got 0$"):
+        build_model(kind="deq", n_layers=0)
+    with pytest.raises(ValueError, match="depth must be >= 0, got -1"):
+        tiny()(torch.zeros(1, 2, dtype=torch.long), depth=-1)
 
 
 def test_freeze_converged_solver_runs():
     frozen = SolverConfig("anderson", tol=1e-4, max_iter=50, freeze_converged=True)
-    model = tiny(eval_solver=frozen).eval()
+    model = tiny(fixed_point=dict(eval_solver=frozen)).eval()
     out = model(torch.randint(0, 10, (2, 6)))
     assert out.solver.converged.all()

@@ -1,5 +1,5 @@
 """Grid-puzzle models: the stable-max loss, 2-D positions, the reasoner's phantom gradient,
-TRM's last-cycle gradient, bidirectionality, decoding at steps=0, presets and checkpoints.
+TRM's last-cycle gradient, bidirectionality, decoding at depth=0, presets and checkpoints.
 
 Numbers are checked against references written out here: a loop over the loss formula,
 Sudoku geometry from `attractor.data.sudoku`, and explicit unrolls of the recursions.
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from attractor.data.sudoku import SudokuShape
-from attractor.models.grid import GridConfig, GridEmbedding, stablemax_cross_entropy, structure
-from attractor.models import PRESETS, build_model
-from attractor.models.pretrained import load_pretrained
 from attractor.engine import SolverConfig
+from attractor.models import PRESETS, build_model
+from attractor.models.grid import GridConfig, GridEmbedding, stablemax_cross_entropy, structure
+from attractor.models.pretrained import load_pretrained
 
 SIX = dict(side=6, box_rows=2, box_cols=3, vocab_size=8)  # 6 x 6 Sudoku: tokens 0..7
 TINY = dict(dim=32, n_heads=2, **SIX)
@@ -129,14 +129,10 @@ PICARD = SolverConfig("picard", tol=0.0, max_iter=50)
 
 
 def reasoner(k: int = 2, **fields):
-    model = tiny(
-        "reasoner-cpu",
-        train_solver=PICARD,
-        eval_solver=PICARD,
-        backward_steps=k,
-        backward_damping=1.0,
-        **fields,
-    )
+    """The reasoner-cpu preset with Picard solves; its own backward (phantom) is kept."""
+    solve = dict(train_solver=PICARD, eval_solver=PICARD, backward_steps=k, damping=1.0)
+    model = tiny("reasoner-cpu", fixed_point=solve, **fields)
+    assert model.config.fixed_point.backward == "phantom"
     return model.double()
 
 
@@ -161,7 +157,7 @@ def random_carry(model, batch: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_reasoner_phantom_gradient_is_autograd_through_k_steps_from_the_preimage(k):
-    """steps=m with Picard: the solver's pre-image is G^(m-1)(carry); fixed_point records
+    """depth=m with Picard: the solver's pre-image is G^(m-1)(carry); fixed_point records
     k applications of G from it. Values and parameter gradients must equal autograd
     through that explicit unroll (the first m - 1 steps without grad)."""
     m = 3
@@ -169,7 +165,8 @@ def test_reasoner_phantom_gradient_is_autograd_through_k_steps_from_the_preimage
     inputs = puzzle_inputs()
     carry = random_carry(model, 2)
 
-    out = model(inputs, carry=carry, steps=m)
+    out = model(inputs, carry=carry, depth=m)
+    assert out.depth == m
     probe_loss(out.logits, out.halt_logits).backward()
     got = param_grads(model)
     model.zero_grad(set_to_none=True)
@@ -189,11 +186,11 @@ def test_reasoner_phantom_gradient_is_autograd_through_k_steps_from_the_preimage
     assert got["embed.tokens.weight"].abs().sum() > 0  # x reaches the graph through G
 
 
-def test_reasoner_steps_m_without_grad_is_m_applications_of_G():
+def test_reasoner_depth_m_without_grad_is_m_applications_of_G():
     model = reasoner(2).eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
-        out = model(inputs, carry=carry, steps=4)
+        out = model(inputs, carry=carry, depth=4)
         x = model.embed(inputs)
         state = carry
         for _ in range(4):
@@ -208,9 +205,9 @@ def test_reasoner_training_value_is_k_phantom_steps_past_the_preimage():
     solve, G^(m+k-1)(carry) (value and gradient of one computation); without, G^m(carry)."""
     model = reasoner(2).train()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
-    with_grad = model(inputs, carry=carry, steps=3)
+    with_grad = model(inputs, carry=carry, depth=3)
     with torch.no_grad():
-        without = model(inputs, carry=carry, steps=3)
+        without = model(inputs, carry=carry, depth=3)
         x = model.embed(inputs)
         states = [carry]
         for _ in range(4):
@@ -219,12 +216,13 @@ def test_reasoner_training_value_is_k_phantom_steps_past_the_preimage():
     torch.testing.assert_close(without.carry, states[3], rtol=1e-12, atol=1e-12)
 
 
-def test_reasoner_steps_0_decodes_the_carried_state():
+def test_reasoner_depth_0_decodes_the_carried_state():
     model = reasoner().eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
-        out = model(inputs, carry=carry, steps=0)
+        out = model(inputs, carry=carry, depth=0)
         logits, halt = model.readout(carry[:, 0])
+    assert out.solver is None and out.depth == 0
     torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
     torch.testing.assert_close(out.halt_logits, halt, rtol=0, atol=0)
     torch.testing.assert_close(out.carry, carry, rtol=0, atol=0)
@@ -239,7 +237,7 @@ def test_reasoner_starts_from_its_fixed_initial_state():
     torch.testing.assert_close(init[0, 1, 36], model.z_init)
     with torch.no_grad():
         torch.testing.assert_close(
-            model(inputs, steps=2).logits, model(inputs, carry=init, steps=2).logits
+            model(inputs, depth=2).logits, model(inputs, carry=init, depth=2).logits
         )
 
 
@@ -276,34 +274,36 @@ def test_trm_gradient_flows_through_the_last_cycle_only():
 
 
 @pytest.mark.parametrize("cycles", [1, 4])
-def test_trm_steps_sets_the_number_of_cycles(cycles):
+def test_trm_depth_sets_the_number_of_cycles(cycles):
     model = tiny("trm-cpu", cycles=2, inner=2).double().eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
-        out = model(inputs, carry=carry, steps=cycles)
+        out = model(inputs, carry=carry, depth=cycles)
         logits, _ = trm_reference(model, inputs, carry, cycles, grad_cycles=0)
         default = model(inputs, carry=carry).logits
     torch.testing.assert_close(out.logits, logits, rtol=1e-12, atol=1e-12)
+    assert out.depth == cycles
     assert not torch.allclose(out.logits, default)
 
 
-def test_trm_steps_0_decodes_the_carried_state():
+def test_trm_depth_0_decodes_the_carried_state():
     model = tiny("trm-cpu").double().eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
-        out = model(inputs, carry=carry, steps=0)
+        out = model(inputs, carry=carry, depth=0)
         logits, _ = model.readout(carry[:, 0])
     torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
+    assert out.depth == 0
 
 
 # ----------------------------------------------------------------------------- one-pass models
 
 
-def test_grid_attractor_steps_0_decodes_the_backbone_proposal():
+def test_grid_attractor_depth_0_decodes_the_backbone_proposal():
     model = tiny("grid-attractor-cpu").eval()
     inputs = puzzle_inputs()
     with torch.no_grad():
-        out = model(inputs, steps=0)
+        out = model(inputs, depth=0)
         y0 = model.embed(inputs)
         for block in model.backbone:
             y0 = block(y0)
@@ -311,7 +311,8 @@ def test_grid_attractor_steps_0_decodes_the_backbone_proposal():
         solved = model(inputs)
     torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
     torch.testing.assert_close(out.halt_logits, halt, rtol=0, atol=0)
-    assert out.carry is None and solved.solver is not None
+    assert out.carry is None and out.depth == 0 and solved.solver is not None
+    assert solved.depth == solved.solver.iters
     assert not torch.allclose(solved.logits, logits)  # the solve moves away from y0
 
 

@@ -80,15 +80,15 @@ def reference_logits(model, ids, depth, free=0):
 
 
 @pytest.mark.parametrize("value_embeds", [True, False])
-@pytest.mark.parametrize("steps", [0, 1, 3, None])
-def test_eval_steps_equal_the_hand_written_unroll(value_embeds, steps):
+@pytest.mark.parametrize("depth", [0, 1, 3, None])
+def test_eval_depth_equals_the_hand_written_unroll(value_embeds, depth):
     model = tiny(value_embeds=value_embeds).eval()
     ids = torch.randint(0, VOCAB, (2, 9))
     with torch.no_grad():
-        out = model(ids, steps=steps)
-        depth = model.config.eval_depth if steps is None else steps
-        ref = reference_logits(model, ids, depth)
-    assert model.depth_used == depth
+        out = model(ids, depth=depth)
+        expected = model.config.eval_depth if depth is None else depth
+        ref = reference_logits(model, ids, expected)
+    assert out.depth == expected
     assert out.solver is None
     torch.testing.assert_close(out.logits, ref, atol=1e-5, rtol=1e-5)
 
@@ -97,7 +97,7 @@ def test_depth_changes_the_output():
     model = tiny().eval()
     ids = torch.randint(0, VOCAB, (1, 6))
     with torch.no_grad():
-        logits = [model(ids, steps=k).logits for k in (0, 1, 2)]
+        logits = [model(ids, depth=k).logits for k in (0, 1, 2)]
     assert not torch.allclose(logits[0], logits[1]) and not torch.allclose(logits[1], logits[2])
 
 
@@ -141,8 +141,9 @@ def test_gradient_flows_through_the_last_k_recurrences_only(monkeypatch):
     block.register_full_backward_hook(on_backward)
     ids = torch.randint(0, VOCAB, (2, 7))
     labels = torch.roll(ids, -1, dims=1)
-    model(ids, labels=labels).loss.backward()
-    assert model.depth_used == 5
+    out = model(ids, labels=labels)
+    out.loss.backward()
+    assert out.depth == 5
     assert calls == {"forward": 5, "forward_with_grad": 2, "backward": 2}
 
     # the same gradient as a manual truncated unroll: 3 steps without gradient, then 2 with
@@ -182,8 +183,7 @@ def test_training_depth_is_poisson_with_mean_mu():
     depths = []
     with torch.no_grad():
         for _ in range(150):
-            model(ids)
-            depths.append(model.depth_used)
+            depths.append(model(ids).depth)
     depths = torch.tensor(depths, dtype=torch.float64)
     assert depths.min() >= 1
     # mean of max(1, Poisson(3)) = 3 + P(0) = 3.05; its standard error here is ~0.14
@@ -191,8 +191,7 @@ def test_training_depth_is_poisson_with_mean_mu():
     assert 1.5 < depths.var().item() < 5.0  # Poisson: variance ~ mean
     assert len(set(depths.tolist())) >= 5
     model.eval()
-    model(ids)
-    assert model.depth_used == model.config.eval_depth
+    assert model(ids).depth == model.config.eval_depth
 
 
 def test_small_mean_depth_is_clamped_to_one():
@@ -222,12 +221,12 @@ def test_cached_extend_equals_recomputation():
     assert cache.prelude[0].length == ids.size(1)
 
 
-def test_cache_of_another_depth_equals_steps():
+def test_cache_of_another_depth_equals_that_depth():
     model = tiny().eval()
     ids = torch.randint(0, VOCAB, (1, 6))
     with torch.no_grad():
         got = model.extend(ids, model.new_cache(depth=5))
-        torch.testing.assert_close(got, model(ids, steps=5).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(got, model(ids, depth=5).logits, atol=1e-4, rtol=0)
 
 
 def test_cached_generation_equals_recomputed_generation():
@@ -243,13 +242,13 @@ def test_cached_generation_equals_recomputed_generation():
 # Config
 
 
-def test_bad_configs_and_steps_are_clear_errors():
+def test_bad_configs_and_depth_are_clear_errors():
     with pytest.raises(ValueError, match="n_recurrent >= 1"):
         LoopedConfig(n_recurrent=0)
     with pytest.raises(ValueError, match="backprop_depth >= 1"):
         LoopedConfig(backprop_depth=0)
-    with pytest.raises(ValueError, match="steps must be >= 0"):
-        tiny()(torch.zeros(1, 2, dtype=torch.long), steps=-1)
+    with pytest.raises(ValueError, match="looped: depth must be >= 0, got -1"):
+        tiny()(torch.zeros(1, 2, dtype=torch.long), depth=-1)
 
 
 def test_config_round_trips_through_a_dict():

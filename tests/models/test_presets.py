@@ -1,5 +1,5 @@
-"""Tests for attractor/presets.py and `attractor presets`: every preset builds, sizes match
-their names, bad names are clear errors."""
+"""Tests for attractor/models/presets.py and `attractor presets`: every preset builds, sizes
+match their names, overrides deep-merge, bad names and values are one clear line."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import re
 import pytest
 import torch
 
-from attractor.models import presets
 from attractor.cli import main
+from attractor.core.typed_config import ConfigError
+from attractor.engine import SolverConfig
+from attractor.models import presets
 from attractor.models.grid import GridModel
+from attractor.models.registry import KINDS
 
-# the language-model sizes of DESIGN.md section 3, which preset names carry
+# the language-model sizes of docs/method.md section 4.1, which preset names carry
 LM_SIZES = {"140m": 140e6, "370m": 370e6, "770m": 770e6, "1.3b": 1.3e9}
 SIZED = [n for n in presets.list_presets() if n.rsplit("-", 1)[-1] in LM_SIZES]
 CPU = [n for n in presets.list_presets() if n.endswith("-cpu")]
-LM_CPU = [n for n in CPU if not issubclass(presets.KINDS[presets.PRESETS[n][0]][0], GridModel)]
+LM_CPU = [n for n in CPU if not issubclass(KINDS[presets.PRESETS[n][0]][0], GridModel)]
 
 
 def meta_model(name: str, **fields):
@@ -65,16 +68,68 @@ def test_unknown_preset_names_the_choices():
     assert all(name in str(err.value) for name in presets.list_presets())
 
 
+def test_nested_overrides_deep_merge_over_the_preset():
+    solver = SolverConfig("picard", tol=1e-2, max_iter=3)
+    config = presets.preset_config("reasoner-cpu", fixed_point=dict(eval_solver=solver))
+    base = presets.preset_config("reasoner-cpu")
+    assert config.fixed_point.eval_solver == solver
+    assert config.fixed_point.train_solver == base.fixed_point.train_solver
+    assert config.fixed_point.backward == "phantom"  # the reasoner's own backward survives
+    deeper = presets.preset_config("attractor-cpu", fixed_point=dict(eval_solver=dict(tol=0.5)))
+    assert deeper.fixed_point.eval_solver.tol == 0.5
+    assert deeper.fixed_point.eval_solver.max_iter == 16  # the preset's, not the default 32
+
+
+def test_kind_fields_deep_merge_over_the_family_defaults():
+    # a nested mapping replaces only the keys it names; the family's own solver stays
+    model = meta_model_kind("attractor", fixed_point=dict(backward="neumann"))
+    default = meta_model_kind("attractor")
+    assert model.config.fixed_point.backward == "neumann"
+    assert model.config.fixed_point.train_solver == default.config.fixed_point.train_solver
+    assert model.config.fixed_point.train_solver.freeze_converged  # the paper's, not the base's
+    reasoner = meta_model_kind("reasoner", fixed_point=dict(backward_steps=3))
+    assert (reasoner.config.fixed_point.backward, reasoner.config.fixed_point.backward_steps) == (
+        "phantom",
+        3,
+    )
+
+
+def meta_model_kind(kind: str, **fields):
+    with torch.device("meta"):
+        return presets.build_model(kind=kind, dim=32, n_heads=2, **fields)
+
+
+def test_cpu_grid_presets_keep_their_family_backward():
+    # reasoner-cpu trains with the reasoner's phantom gradient (k = 2), as before the
+    # fixed-point settings moved into one dataclass
+    assert presets.preset_config("reasoner-cpu").fixed_point.backward == "phantom"
+    assert presets.preset_config("reasoner-cpu").fixed_point.backward_steps == 2
+    assert presets.preset_config("grid-attractor-cpu").fixed_point.backward == "jfb"
+
+
 def test_unknown_field_names_the_valid_fields():
-    with pytest.raises(ValueError, match=r"unknown config field\(s\) n_experts") as err:
+    with pytest.raises(ConfigError) as err:
         presets.build_model("gpt-cpu", n_experts=8)
-    assert all(field in str(err.value) for field in ("dim", "n_layers", "n_heads"))
+    msg = str(err.value)
+    assert msg.startswith("gpt-cpu.n_experts: unknown key; valid keys under gpt-cpu: ")
+    assert "\n" not in msg and all(f in msg for f in ("dim", "n_layers", "n_heads"))
+
+
+def test_wrong_nested_value_is_one_line_naming_path_value_and_choices():
+    with pytest.raises(ConfigError) as err:
+        presets.build_model("attractor-cpu", fixed_point=dict(backward="onestep"))
+    assert str(err.value) == (
+        "attractor-cpu.fixed_point.backward: 'onestep' is not one of "
+        "'jfb', 'neumann', 'adjoint', 'phantom'"
+    )
+    with pytest.raises(ConfigError, match=r"^gpt-cpu\.fixed_point: unknown key"):
+        presets.build_model("gpt-cpu", fixed_point=dict(backward="jfb"))
 
 
 def test_unknown_kind_names_the_kinds():
     with pytest.raises(ValueError, match="unknown model kind 'rnn'") as err:
         presets.build_model(kind="rnn")
-    assert all(kind in str(err.value) for kind in presets.KINDS)
+    assert all(kind in str(err.value) for kind in KINDS)
 
 
 def test_cli_lists_every_preset(capsys):

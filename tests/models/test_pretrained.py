@@ -1,4 +1,5 @@
-"""Tests for attractor/pretrained.py: round trips, and one clear error per broken checkpoint."""
+"""Tests for attractor/models/pretrained.py: round trips, and one clear error per broken
+checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import torch
 from torch import Tensor, nn
 
 import attractor as at
-from attractor.models import presets, pretrained
-from attractor.models import LanguageModel, ModelOutput
+from attractor.engine import SolverConfig
+from attractor.models import LanguageModel, ModelOutput, presets, pretrained, registry
 from attractor.models.grid import GridModel
 from attractor.models.pretrained import CheckpointError, load_pretrained, save_pretrained
-from attractor.engine import SolverConfig
 
 TINY_GPT = dict(kind="gpt", vocab_size=64, dim=32, n_layers=2, n_heads=2, max_seq_len=64)
 
@@ -74,13 +74,13 @@ class NestedModel(LanguageModel):
         if config.overlap:
             self.register_buffer("rows", self.proj.weight.data[: config.dim // 2])
 
-    def forward(self, input_ids, labels=None, steps=None) -> ModelOutput:
+    def forward(self, input_ids, labels=None, depth=None) -> ModelOutput:
         return ModelOutput(logits=self.out(torch.tanh(self.proj(self.embed(input_ids)))))
 
 
 @pytest.fixture
 def nested_kind(monkeypatch):
-    monkeypatch.setitem(presets.KINDS, NestedModel.kind, (NestedModel, NestedConfig))
+    monkeypatch.setitem(registry.KINDS, NestedModel.kind, (NestedModel, NestedConfig))
 
 
 # -----------------------------------------------------------------------------
@@ -155,15 +155,25 @@ def test_nested_none_and_defaults_round_trip(nested_kind, tmp_path):
 def test_unknown_nested_field_is_named(nested_kind, tmp_path):
     save_pretrained(presets.model_from_config(NestedConfig()), tmp_path)
     edit_config(tmp_path, lambda d: d["solver"].update(bogus=1))
-    with pytest.raises(CheckpointError, match=r"solver: unknown SolverConfig field\(s\) bogus"):
+    with pytest.raises(CheckpointError) as err:
         load_pretrained(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'config.json'}: nested-test.solver.bogus: unknown key; valid keys under "
+        "nested-test.solver: method, tol, max_iter, min_iter, history, mixing, regularization, "
+        "diverge_above, check_every, return_last, freeze_converged; fix config.json or save "
+        "the model again"
+    )
 
 
 def test_invalid_nested_value_is_one_clear_error(nested_kind, tmp_path):
     save_pretrained(presets.model_from_config(NestedConfig()), tmp_path)
     edit_config(tmp_path, lambda d: d["solver"].update(method="newton"))
-    with pytest.raises(CheckpointError, match=r"solver: invalid SolverConfig .*newton"):
+    with pytest.raises(CheckpointError) as err:
         load_pretrained(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path / 'config.json'}: nested-test.solver.method: 'newton' is not one of "
+        "'anderson', 'picard', 'broyden'; fix config.json or save the model again"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -221,8 +231,37 @@ def test_unknown_kind(saved):
 
 def test_unknown_config_field(saved):
     edit_config(saved, lambda d: d.update(n_experts=8))
-    with pytest.raises(ValueError, match=r"unknown GPTConfig field\(s\) n_experts \(valid: "):
+    with pytest.raises(CheckpointError) as err:
         load_pretrained(saved)
+    msg = str(err.value)
+    assert msg.startswith(f"{saved / 'config.json'}: gpt.n_experts: unknown key; valid keys ")
+    assert "\n" not in msg and all(f in msg for f in ("dim", "n_layers", "value_embeds"))
+
+
+def test_wrong_typed_config_value_is_one_line(saved):
+    edit_config(saved, lambda d: d.update(n_layers=1.5))
+    with pytest.raises(CheckpointError) as err:
+        load_pretrained(saved)
+    assert str(err.value) == (
+        f"{saved / 'config.json'}: gpt.n_layers: expected an integer, got 1.5; "
+        "fix config.json or save the model again"
+    )
+
+
+def test_fixed_point_settings_round_trip_nested(tmp_path):
+    model = presets.build_model(
+        kind="deq",
+        vocab_size=64,
+        dim=32,
+        n_heads=2,
+        fixed_point=dict(backward="phantom", backward_steps=3, neumann_clip=None),
+    )
+    save_pretrained(model, tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["fixed_point"]["backward"] == "phantom"
+    assert data["fixed_point"]["neumann_clip"] is None
+    assert data["fixed_point"]["eval_solver"]["max_iter"] == 64
+    assert load_pretrained(tmp_path).config == model.config
 
 
 def test_config_that_cannot_build_a_model(saved):

@@ -1,17 +1,16 @@
-"""Tests for attractor/layers.py: each layer against a formula written out by hand here."""
+"""Tests for the layers of attractor/nn: each against a formula written out by hand here."""
 
 import math
 
 import pytest
 import torch
 
-from attractor import layers
 from attractor.nn import (
-    GATE_RATIO_MAX,
     Attention,
     Block,
     GatedBlock,
     KVCache,
+    PostNormBlock,
     ReLU2MLP,
     RMSNorm,
     Rotary,
@@ -19,6 +18,8 @@ from attractor.nn import (
     apply_rotary,
     init_weights,
 )
+from attractor.nn import attention as attention_module
+from attractor.nn.block import GATE_RATIO_MAX
 
 DIM, HEADS, T = 32, 4, 10
 
@@ -135,7 +136,7 @@ def test_rotary_start_offset_and_growth():
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("gqa", [True, False])
 def test_attention_matches_naive_reference(n_kv_heads, causal, gqa, monkeypatch):
-    monkeypatch.setattr(layers, "_SDPA_HAS_GQA", gqa and layers._SDPA_HAS_GQA)
+    monkeypatch.setattr(attention_module, "_SDPA_HAS_GQA", gqa and attention_module._SDPA_HAS_GQA)
     attn = Attention(DIM, HEADS, n_kv_heads, causal=causal)
     randomise_norms(attn)
     x = torch.randn(2, T, DIM)
@@ -235,6 +236,24 @@ def test_block_forward_backward(mlp, causal):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     with pytest.raises(ValueError, match="mlp"):
         Block(DIM, HEADS, 64, mlp="gelu")
+
+
+@pytest.mark.parametrize("mlp", ["relu2", "swiglu"])
+def test_post_norm_block_matches_formula_and_outputs_unit_rms(mlp):
+    block = PostNormBlock(DIM, HEADS, 64, n_kv_heads=2, causal=False, mlp=mlp)
+    x = 10 * torch.randn(2, T, DIM)  # far from unit RMS
+    y = block(x)
+    h = rms_ref(x + attention_ref(block.attn, x), 1.0, block.norm1.eps)
+    torch.testing.assert_close(y, rms_ref(h + block.mlp(h), 1.0, block.norm2.eps))
+    rms = y.pow(2).mean(-1).sqrt()  # (B, T): one per token
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-5, rtol=0)
+    for _ in range(20):  # a recursion of the same block stays at unit RMS
+        y = block(y)
+    rms = y.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-5, rtol=0)
+    pre = Block(DIM, HEADS, 64, n_kv_heads=2, causal=False, mlp=mlp)
+    pre.load_state_dict(block.state_dict())  # same weights, pre-norm: not normalised
+    assert pre(x).pow(2).mean(-1).sqrt().min() > 2
 
 
 @pytest.mark.parametrize(

@@ -106,37 +106,36 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = setup_distributed(device="cpu", init_method=f"file://{init_file}")
-    try:
-        assert (info.rank, info.world_size, info.is_main) == (rank, world, rank == 0)
-        model = wrap_model(tiny_net(), "ddp", info)
-        assert isinstance(unwrap(model), nn.Sequential)
-        x, y = batch()
-        half = x.shape[0] // world
-        part = slice(rank * half, (rank + 1) * half)
-        sgd_step(model, x[part], y[part])  # DDP averages the two halves' gradients
+    # no try/finally: a failing rank exits without teardown's barrier, so its peer fails too
+    assert (info.rank, info.world_size, info.is_main) == (rank, world, rank == 0)
+    model = wrap_model(tiny_net(), "ddp", info)
+    assert isinstance(unwrap(model), nn.Sequential)
+    x, y = batch()
+    half = x.shape[0] // world
+    part = slice(rank * half, (rank + 1) * half)
+    sgd_step(model, x[part], y[part])  # DDP averages the two halves' gradients
 
-        fsdp = wrap_model(TinyBlocks(), "fsdp", info)
-        assert unwrap(fsdp) is fsdp  # FSDP2 shards in place
-        x, y = batch(seq=True)
-        sgd_step(fsdp, x[part], y[part])
-        fsdp_params = [p.full_tensor() for p in fsdp.parameters()]  # all-gather the shards
+    fsdp = wrap_model(TinyBlocks(), "fsdp", info)
+    assert unwrap(fsdp) is fsdp  # FSDP2 shards in place
+    x, y = batch(seq=True)
+    sgd_step(fsdp, x[part], y[part])
+    fsdp_params = [p.full_tensor() for p in fsdp.parameters()]  # all-gather the shards
 
-        mean = all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
-        picked = broadcast_object({"from": rank} if rank == 0 else None)
-        gathered = all_gather_object(rank * 100)
-        barrier()
-        torch.save(
-            {
-                "params": [p.detach().clone() for p in unwrap(model).parameters()],
-                "fsdp_params": fsdp_params,
-                "mean": mean,
-                "picked": picked,
-                "gathered": gathered,
-            },
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        teardown_distributed()
+    mean = all_reduce_mean(torch.tensor([float(rank), 10.0 * rank]))
+    picked = broadcast_object({"from": rank} if rank == 0 else None)
+    gathered = all_gather_object(rank * 100)
+    barrier()
+    torch.save(
+        {
+            "params": [p.detach().clone() for p in unwrap(model).parameters()],
+            "fsdp_params": fsdp_params,
+            "mean": mean,
+            "picked": picked,
+            "gathered": gathered,
+        },
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
+    teardown_distributed()
 
 
 def test_ddp_and_fsdp_two_processes_match_single_process_step(tmp_path):

@@ -1,4 +1,4 @@
-"""attractor.memory: saved-for-backward bytes against hand counts, and depth-independence."""
+"""attractor.train.memory: saved-for-backward bytes against hand counts, and depth-independence."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import attractor as at
-from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes
 from attractor.eval.plots import plot_results
+from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes
 
 F32 = 4  # bytes
 
@@ -69,7 +69,7 @@ def _attractor_saved(depth: int) -> int:
     torch.manual_seed(0)
     model = at.build_model(
         kind="attractor", vocab_size=64, dim=32, n_heads=2, n_backbone=1, n_head_layers=1,
-        max_seq_len=16, train_solver=solver, backward="jfb",
+        max_seq_len=16, fixed_point=at.FixedPointConfig(train_solver=solver, backward="jfb"),
     ).train()  # fmt: skip
     ids = torch.randint(64, (2, 17), generator=torch.Generator().manual_seed(0))
     with SavedTensors(exclude=model.parameters()) as saved:
@@ -86,12 +86,12 @@ def _looped_saved(depth: int) -> int:
     ).train()  # fmt: skip
     ids = torch.randint(64, (2, 17), generator=torch.Generator().manual_seed(0))
     with SavedTensors(exclude=model.parameters()) as saved:
-        model(ids[:, :-1], labels=ids[:, 1:], steps=depth)
-    assert model.depth_used == depth
+        out = model(ids[:, :-1], labels=ids[:, 1:], depth=depth)
+    assert out.depth == depth
     return saved.bytes
 
 
-def test_attractor_onestep_saved_bytes_constant_in_depth_looped_linear():
+def test_attractor_jfb_saved_bytes_constant_in_depth_looped_linear():
     assert _attractor_saved(2) == _attractor_saved(8) > 0
     looped = {t: _looped_saved(t) for t in (2, 4, 8)}
     per_recurrence = (looped[4] - looped[2]) / 2
@@ -115,7 +115,7 @@ def test_memory_vs_depth_plot(tmp_path):
         "batch": 2,
         "seq_len": 16,
         "depths": [4, 8],
-        "configs": {"attractor-onestep": {"rows": rows}, "looped-full": {"rows": rows}},
+        "configs": {"attractor-jfb": {"rows": rows}, "looped-full": {"rows": rows}},
     }
     out = plot_results(result, tmp_path / "memory.png")
     assert out.stat().st_size > 0

@@ -1,14 +1,22 @@
 """Optimizers of the LM recipe: Newton-Schulz, Muon, the parameter groups, the combined
 optimizer (attractor/train/optim.py)."""
 
+import ast
 import copy
 import io
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+import attractor.models
+import attractor.nn
 from attractor.models import build_model
+from attractor.nn import set_optim_group
+from attractor.train import optim
 from attractor.train.optim import (
     CombinedOptimizer,
     Muon,
@@ -24,10 +32,19 @@ TINY = {
     "looped": dict(vocab_size=64, dim=32, n_heads=2, n_prelude=1, n_recurrent=1, n_coda=1),
     "deq": dict(vocab_size=64, dim=32, n_heads=2, n_layers=2),
 }
+GRID = dict(dim=32, n_heads=2, side=6, box_rows=2, box_cols=3, vocab_size=8)
+GRID_PRESETS = {
+    "reasoner": "reasoner-cpu",
+    "trm": "trm-cpu",
+    "grid_transformer": "grid-transformer-cpu",
+    "grid_attractor": "grid-attractor-cpu",
+}
 
 
 def tiny(kind: str, **fields):
     torch.manual_seed(0)
+    if kind in GRID_PRESETS:
+        return build_model(GRID_PRESETS[kind], **{**GRID, **fields})
     return build_model(kind=kind, **{**TINY[kind], "max_seq_len": 32, **fields})
 
 
@@ -166,17 +183,29 @@ def test_muon_and_adamw_train_a_tiny_gpt():
 # ----------------------------------------------------------------------------- groups
 
 
-def expected_group(kind: str, name: str, p: torch.Tensor) -> str:
-    """The group of a parameter from its name alone: an independent statement of the rules."""
-    if kind == "attractor" and name.startswith("head."):
+HIDDEN = re.compile(r"(attn\.w[qkvo]|mlp\.w[123]|injection\.B|readout\.halt)\.weight$")
+TABLES = re.compile(
+    r"^(embed\.weight|embed\.(tokens|pos|rows|cols|boxes)\.weight|.*\.table\.weight)$"
+)
+
+
+def expected_group(kind: str, name: str) -> str:
+    """The group of a parameter from its name alone: an independent statement of the rules.
+
+    head   every parameter of an attractor head (the LM's and the grid attractor's)
+    embed  token and position tables, value-embedding tables
+    muon   the weights of hidden Linear layers (attention, MLP, the looped injection B, the
+           grid models' halting logit)
+    adamw  everything else: norms, gates (rho, value-embedding gates), biases, the grid
+           prefix, and the untied output projections (lm_head, the DEQ's head, the grid
+           readout's cell projection)"""
+    if kind in ("attractor", "grid_attractor") and name.startswith("head."):
         return "head"
-    if name == "embed.weight" or name.endswith(".table.weight"):
+    if TABLES.match(name):
         return "embed"
-    if p.dim() != 2 or name.endswith(".gate.weight"):
-        return "adamw"
-    if name == "lm_head.weight" or (kind == "deq" and name == "head.weight"):
-        return "adamw"  # untied output projections
-    return "muon"
+    if HIDDEN.search(name):
+        return "muon"
+    return "adamw"
 
 
 def groups_by_param(groups) -> dict[int, dict]:
@@ -197,6 +226,11 @@ CASES = [
     ("gpt", {}),
     ("looped", {}),
     ("deq", {}),
+    ("reasoner", {}),
+    ("reasoner", dict(positions="1d")),
+    ("trm", {}),
+    ("grid_transformer", {}),
+    ("grid_attractor", {}),
 ]
 
 
@@ -209,10 +243,10 @@ def test_param_groups_cover_every_parameter_once_by_role(kind, fields):
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert set(found) == trainable
     for name, p in model.named_parameters():
-        assert found[id(p)]["name"] == expected_group(kind, name, p), name
+        assert found[id(p)]["name"] == expected_group(kind, name), name
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs["muon"] == 0.02 and lrs["adamw"] == 0.01 and lrs["embed"] == 0.02
-    if kind == "attractor":
+    if kind in ("attractor", "grid_attractor"):
         assert lrs["head"] == pytest.approx(0.005)
         head = {id(p) for p in model.head.parameters()}
         assert {id(p) for p in next(g for g in groups if g["name"] == "head")["params"]} == head
@@ -221,7 +255,8 @@ def test_param_groups_cover_every_parameter_once_by_role(kind, fields):
 
 
 def test_param_groups_spot_checks():
-    """Named examples from DESIGN section 3, so a wrong reference cannot hide a wrong rule."""
+    """Named examples (docs/method.md section 4.2), so a wrong reference cannot hide a wrong
+    rule."""
     model = tiny("looped")
     found = groups_by_param(param_groups(model, OptimConfig()))
     params = dict(model.named_parameters())
@@ -243,6 +278,110 @@ def test_param_groups_spot_checks():
     assert group_of("head.blocks.0.attn.wq.weight") == "head"
     assert group_of("backbone.1.attn.wo.weight") == "muon"
     assert group_of("backbone.0.norm1.weight") == "adamw"
+
+    model = tiny("attractor", tied_head=False)
+    found = groups_by_param(param_groups(model, OptimConfig()))
+    params = dict(model.named_parameters())
+    assert group_of("lm_head.weight") == "adamw"  # untied output projection
+
+    model = tiny("gpt")
+    found = groups_by_param(param_groups(model, OptimConfig()))
+    params = dict(model.named_parameters())
+    assert group_of("value_embeds.1.gate.weight") == "adamw"
+    assert group_of("value_embeds.1.table.weight") == "embed"
+    assert group_of("blocks.0.mlp.w1.weight") == "muon"
+
+    model = tiny("deq")
+    found = groups_by_param(param_groups(model, OptimConfig()))
+    params = dict(model.named_parameters())
+    assert group_of("head.weight") == "adamw"  # the DEQ's output projection
+
+    model = tiny("grid_attractor")
+    found = groups_by_param(param_groups(model, OptimConfig()))
+    params = dict(model.named_parameters())
+    assert group_of("readout.out.weight") == "adamw"  # the cell projection
+    assert group_of("readout.halt.bias") == "adamw"
+    assert group_of("embed.tokens.weight") == "embed"
+    assert group_of("embed.prefix") == "adamw"
+    assert group_of("head.blocks.0.mlp.w3.weight") == "head"
+    assert group_of("backbone.0.attn.wk.weight") == "muon"
+
+
+class Declared(nn.Module):
+    """A toy model: a declared-"head" class holding a Linear and an Embedding, one
+    instance-declared "adamw" Linear, one inner Linear re-declared "muon" inside the head."""
+
+    class Head(nn.Module):
+        optim_group = "head"
+
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.table = nn.Embedding(3, 4)
+            self.inner = set_optim_group(nn.Linear(4, 4, bias=False), "muon")
+
+    def __init__(self):
+        super().__init__()
+        self.head = self.Head()
+        self.out = set_optim_group(nn.Linear(4, 5, bias=False), "adamw")
+        self.hidden = nn.Linear(4, 4)
+        self.table = nn.Embedding(3, 4)
+
+
+def test_the_nearest_declaring_module_decides_the_group():
+    model = Declared()
+    found = groups_by_param(param_groups(model, OptimConfig()))
+    groups = {name: found[id(p)]["name"] for name, p in model.named_parameters()}
+    assert groups == {
+        "head.proj.weight": "head",
+        "head.proj.bias": "head",
+        "head.table.weight": "head",
+        "head.inner.weight": "muon",
+        "out.weight": "adamw",
+        "hidden.weight": "muon",
+        "hidden.bias": "adamw",
+        "table.weight": "embed",
+    }
+    with pytest.raises(ValueError, match="unknown 'sgd'; choose one of muon, adamw, embed, head"):
+        set_optim_group(nn.Linear(2, 2), "sgd")
+
+
+def _model_classes() -> set[str]:
+    """The class names `attractor.nn` and `attractor.models` export."""
+    names = set()
+    for package in (attractor.nn, attractor.models):
+        for name in dir(package):
+            if isinstance(getattr(package, name), type):
+                names.add(name)
+    return names
+
+
+def test_optim_names_no_model_class():
+    """train/optim.py takes the groups from what modules declare: it imports nothing from
+    attractor.models or attractor.nn but attractor.nn.optim_groups (lazy imports included)
+    and names none of their classes."""
+    tree = ast.parse(Path(optim.__file__).read_text())
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [a.name for a in node.names]
+    from_model_layers = [
+        m for m in imported if m.split(".")[:2] in (["attractor", "models"], ["attractor", "nn"])
+    ]
+    assert from_model_layers, "the scan should at least see the optim_groups import"
+    assert all(m.startswith("attractor.nn.optim_groups") for m in from_model_layers), imported
+    named = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    named |= {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute)
+        and not (isinstance(n.value, ast.Name) and n.value.id == "nn")
+    }
+    classes = _model_classes()
+    assert {"AttractorHead", "ValueEmbedding", "Block", "GridModel"} <= classes
+    assert not named & classes, named & classes
 
 
 def test_adamw_only_keeps_lr_scales():

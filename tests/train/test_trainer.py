@@ -4,6 +4,7 @@ accumulation, EMA, schedules, distributed equivalence and the command line."""
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import torch
 from spawn import run_processes
 
 from attractor.cli import main as cli_main
-from attractor.train.config import RunConfig, ScheduleConfig, load_config
-from attractor.train.checkpoint import load_checkpoint, save_checkpoint
+from attractor.train.checkpoint import STALE_TEMPORARIES, load_training_state, save_training_state
+from attractor.train.config import RunConfig, ScheduleConfig, load_config, named_configs
 from attractor.train.distributed import setup_distributed, teardown_distributed
 from attractor.train.schedule import lr_factor
 from attractor.train.trainer import Trainer
@@ -63,34 +64,36 @@ def test_resume_gives_the_same_losses_as_a_straight_run(tmp_path, preset):
 
 _SAVER = """
 import sys, torch
-from attractor.train.checkpoint import save_checkpoint
+from attractor.train.checkpoint import save_training_state
 big = torch.randn(4_000_000)
 i = 0
 while True:
     i += 1
-    save_checkpoint({"step": i, "payload": big}, sys.argv[1])
+    save_training_state({"step": i, "payload": big}, sys.argv[1])
     print(i, flush=True)
 """
 
 
 def test_sigkill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
-    save_checkpoint({"step": 0, "payload": torch.zeros(3)}, tmp_path)
+    save_training_state({"step": 0, "payload": torch.zeros(3)}, tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SAVER, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout.readline()  # at least one complete save happened
         deadline = time.monotonic() + 30
-        while not list(tmp_path.glob(".checkpoint-*.tmp")) and time.monotonic() < deadline:
+        while not list(tmp_path.glob(STALE_TEMPORARIES)) and time.monotonic() < deadline:
             time.sleep(0.001)
-        assert list(tmp_path.glob(".checkpoint-*.tmp"))  # caught in the middle of a save
+        assert list(tmp_path.glob(STALE_TEMPORARIES))  # caught in the middle of a save
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    state = load_checkpoint(tmp_path)
+    assert list(tmp_path.glob(STALE_TEMPORARIES))  # the dead process left its temp file
+    state = load_training_state(tmp_path)
     assert state["step"] >= 1 and state["payload"].numel() == 4_000_000
-    save_checkpoint({"step": -1}, tmp_path)  # the next save clears the dead one's temp file
-    assert not list(tmp_path.glob(".checkpoint-*.tmp"))
+    save_training_state({"step": -1}, tmp_path)  # the next save clears the dead one's temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert load_training_state(tmp_path) == {"step": -1}
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
@@ -152,7 +155,9 @@ def test_schedules_match_their_formulas():
         0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 11))
     )
     assert lr_factor(3, 10, ScheduleConfig("constant", warmup_steps=4)) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="unknown 'linear'"):
+    with pytest.raises(
+        ValueError, match="'linear' is not one of 'trapezoid', 'cosine', 'constant'"
+    ):
         ScheduleConfig("linear")
 
 
@@ -185,7 +190,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 
 def test_unknown_config_key_lists_the_valid_ones(tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) train.stpes; valid keys under train"):
+    with pytest.raises(ValueError, match=r"^train.stpes: unknown key; valid keys under train: "):
         load_config(None, ["train.stpes=3"])
     cfg_file = tmp_path / "bad.yaml"
     cfg_file.write_text("model:\n  presett: gpt-cpu\n")
@@ -219,13 +224,17 @@ def test_cli_trains_and_lowers_validation_loss(tmp_path, capsys):
     assert (Path(tmp_path) / "checkpoint.pt").is_file()
 
 
-@pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
-)
-def test_every_shipped_config_parses_and_names_a_buildable_model(path):
+def test_the_packaged_configs_are_the_yaml_files_of_attractor_configs():
+    shipped = Path(__file__).parents[2] / "attractor" / "configs"
+    names = sorted(p.stem for p in shipped.glob("*.yaml"))
+    assert len(names) >= 10 and named_configs() == names
+
+
+@pytest.mark.parametrize("name", named_configs())
+def test_every_shipped_config_parses_and_names_a_buildable_model(name):
     from attractor.train.trainer import build_run_model
 
-    cfg = load_config(path)
+    cfg = load_config(name)
     with torch.device("meta"):
         model = build_run_model(cfg.model)
     assert model.num_params() > 0
@@ -263,12 +272,16 @@ def test_trains_on_prepared_token_shards(tmp_path):
 
 def test_train_flops_add_up_the_hand_counted_matmuls_of_every_step(tmp_path):
     # gpt-cpu at TINY with 2 layers: per token, a block's weights cost 2 (2 d^2 + 2 d kv +
-    # 2 d 4d) and attention 4 d (T + 1) / 2 for causal T = 16; the unembedding 2 d V; a
-    # training step is 3 forwards (forward + backward). Value-embedding lookups are free.
+    # 2 d 4d) and attention 4 d (T + 1) / 2 for causal T = 16; the unembedding 2 d V; the
+    # value embedding of the last layer a gate Linear(32, n_kv_heads = 2); a training step
+    # is 3 forwards (forward + backward). Value-embedding lookups are free.
     d, vocab, seq, batch = 32, 257, 16, 4
     block = 2 * (2 * d * d + 2 * d * d + 2 * d * 4 * d) + 4 * d * (seq + 1) / 2
-    per_token = 3 * (2 * block + 2 * d * vocab)
+    gate = 2 * 32 * 2
+    per_token = 3 * (2 * block + 2 * d * vocab + gate)
     trainer = Trainer(tiny_config(tmp_path / "a", steps=3, log_every=1))
+    assert list(trainer.raw.value_embeds) == ["1"]
+    assert tuple(trainer.raw.value_embeds["1"].gate.weight.shape) == (2, 32)
     trainer.fit()
     assert trainer.train_flops == pytest.approx(3 * batch * seq * per_token, rel=1e-9)
     with (tmp_path / "a" / "metrics.csv").open() as fh:
@@ -278,15 +291,51 @@ def test_train_flops_add_up_the_hand_counted_matmuls_of_every_step(tmp_path):
     assert resumed.train_flops == pytest.approx(trainer.train_flops)
 
 
-def test_train_flops_of_the_attractor_count_the_solver_iterations_each_step_ran(tmp_path):
-    # attractor-cpu at TINY: 5 backbone blocks and 1 head block are backpropagated (3
-    # forwards), and the solve's n iterations each run the head block once more.
+def test_train_flops_of_the_attractor_count_the_head_applications_each_step_ran(tmp_path):
+    # attractor-cpu at TINY (jfb backward): 5 backbone blocks and the tied unembedding are
+    # backpropagated (3 forwards); the head (1 block) is counted where it was dispatched: a
+    # hook sees the sequences of every call, those of the solve (no graph) at 1 forward, the
+    # recorded application at 3 (forward + backward).
     d, vocab, seq, batch = 32, 257, 16, 4
     block = 2 * (2 * d * d + 2 * d * d + 2 * d * 4 * d) + 4 * d * (seq + 1) / 2
     trainer = Trainer(tiny_config(tmp_path / "a", "attractor-cpu", steps=3))
     assert (trainer.raw.config.n_backbone, trainer.raw.config.n_head_layers) == (5, 1)
+    assert trainer.raw.config.fixed_point.backward == "jfb"
+    calls: list[tuple[int, bool]] = []
+
+    def count(module, inputs, output):
+        calls.append((inputs[0].shape[0], torch.is_grad_enabled()))
+
+    trainer.raw.head.register_forward_hook(count)
     for _ in range(3):
+        calls.clear()
         result = trainer.train_step()
-        per_token = 3 * (6 * block + 2 * d * vocab) + result.solver_iters * block
-        assert result.solver_iters >= 2
+        solve = sum(rows for rows, graph in calls if not graph)
+        recorded = sum(rows for rows, graph in calls if graph)
+        assert recorded == batch and solve >= 2 * batch  # min_iter 2: every row twice
+        head = block * (solve + 3 * recorded) / batch
+        per_token = 3 * (5 * block + 2 * d * vocab) + head
         assert result.flops == pytest.approx(batch * seq * per_token, rel=1e-9)
+
+
+WRITES = re.compile(
+    r"tempfile|mkstemp|os\.replace|\.rename\(|\.write_text\(|\.write_bytes\(|json\.dump\("
+    r"|open\([^)]*['\"][wa]b?['\"]"
+)
+
+
+def test_the_train_layer_writes_files_only_through_the_one_atomic_write():
+    """No module of attractor/train opens a file for writing, renames or makes a temporary
+    file itself (training state, training.json and exports go through attractor.core.atomic
+    or the model's save_pretrained); metrics.csv, an appended log, is the one exception."""
+    train = Path(sys.modules[Trainer.__module__].__file__).parent
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in sorted(train.glob("*.py"))
+        if path.name != "metrics_log.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if WRITES.search(line)
+    ]
+    assert len(list(train.glob("*.py"))) > 5 and not found, found
+    users = {p.name for p in train.glob("*.py") if "attractor.core.atomic" in p.read_text()}
+    assert {"checkpoint.py", "trainer.py"} <= users
