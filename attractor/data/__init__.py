@@ -1,1 +1,1 @@
-"""Datasets and samplers for training."""
+"""Datasets (layer 4): text corpora, token shards, Sudoku and maze puzzles, splits, samplers."""

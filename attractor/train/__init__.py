@@ -1,1 +1,1 @@
-"""Training: optimizers, schedules and the training loop."""
+"""Training (layer 5): the run config, the one trainer and its tasks, optimizers, DDP/FSDP."""
