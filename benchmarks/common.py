@@ -20,7 +20,8 @@ RESULTS = Path(__file__).parent / "results"
 
 def write_result(name: str, numbers: dict) -> Path:
     """Write benchmarks/results/NAME.json atomically, with this run's provenance."""
-    return atomic_write_json(RESULTS / f"{name}.json", {**provenance(), **numbers})
+    record = provenance(source=Path(__file__).resolve().parent)
+    return atomic_write_json(RESULTS / f"{name}.json", {**record, **numbers})
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:

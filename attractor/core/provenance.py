@@ -16,15 +16,17 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 GIT_TIMEOUT_S = 5
 
 
-def provenance(command: list[str] | None = None) -> dict[str, str]:
+def provenance(command: list[str] | None = None, source: Path | None = None) -> dict[str, str]:
     """{"command", "commit", "machine", "date"}: the command line (default: sys.argv with the
-    program name), the git commit of the package's source tree ("+dirty" when tracked files
-    are modified; "unknown" outside a git checkout), the machine (CPU model from
+    program name), the git commit of `source` (default: the package's source tree; a
+    benchmark passes its own folder, so that an installed package still records the
+    checkout it ran from) with "+dirty" when tracked files are modified and "unknown"
+    outside a git checkout, the machine (CPU model from
     /proc/cpuinfo, core count, architecture, torch version and threads, and the CUDA device
     name when one is available), and the UTC date "YYYY-MM-DD HH:MM UTC"."""
     return {
         "command": " ".join(_command_line() if command is None else command),
-        "commit": _git_commit(),
+        "commit": _git_commit(source or PACKAGE_DIR),
         "machine": _machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -39,20 +41,21 @@ def _command_line() -> list[str]:
     return [Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]]
 
 
-def _git_commit() -> str:
-    """HEAD of the checkout that holds the package, "+dirty" if a tracked file is modified."""
-    head = _git("rev-parse", "HEAD")
+def _git_commit(directory: Path) -> str:
+    """HEAD of the checkout that holds `directory`, "+dirty" if a tracked file is modified."""
+    head = _git(directory, "rev-parse", "HEAD")
     if not head:
         return "unknown"
-    return head + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    dirty = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    return head + ("+dirty" if dirty else "")
 
 
-def _git(*args: str) -> str | None:
-    """The output of `git ARGS` run in the package directory; None if git fails or is absent."""
+def _git(directory: Path, *args: str) -> str | None:
+    """The output of `git ARGS` run in `directory`; None if git fails or is absent."""
     try:
         done = subprocess.run(
             ["git", *args],
-            cwd=PACKAGE_DIR,
+            cwd=directory,
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,

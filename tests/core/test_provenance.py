@@ -84,3 +84,19 @@ def test_module_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_commit_of_another_source_tree(tmp_path):
+    """A benchmark passes its own folder: the commit is that checkout's, not the package's."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    (repo / "f.txt").write_text("x")
+    subprocess.run([*git, "add", "f.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert prov.provenance(source=repo)["commit"] == head.stdout.strip()
+    (repo / "f.txt").write_text("y")
+    assert prov.provenance(source=repo)["commit"] == head.stdout.strip() + "+dirty"
+    assert prov.provenance(source=tmp_path)["commit"] == "unknown"
