@@ -24,6 +24,7 @@ from attractor.models.language_model import (
 )
 from attractor.models.registry import register
 from attractor.nn import (
+    GATE_CLAMP,
     AttractorHead,
     KVCache,
     RMSNorm,
@@ -51,6 +52,7 @@ class AttractorConfig(LanguageModelConfig):
     n_head_layers: int = 1  # K gated blocks in the attractor head
     gate_init: float = 0.75
     gate_max: float = 1.0
+    gate_clamp: float = GATE_CLAMP  # starting g_init / g_max at most 1 - this (paper: 1e-6)
     fixed_point: FixedPointConfig = field(default_factory=paper_fixed_point)
     injection: Literal["additive", "concat", "initial"] = "additive"  # paper Table 4
     start: Literal["proposal", "zero", "noise"] = "proposal"  # paper Table 6
@@ -120,7 +122,7 @@ class AttractorLM(LanguageModel):
     def __init__(self, config: AttractorConfig):
         super().__init__()
         self.config = c = config
-        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.embed = nn.Embedding(c.table_size, c.dim)
         self.backbone = block_stack(c, c.n_backbone)
         self.head = AttractorHead(
             c.dim,
@@ -133,11 +135,13 @@ class AttractorLM(LanguageModel):
             max_seq_len=c.max_seq_len,
             injection=c.injection,
             n_kv_heads=c.n_kv_heads,
+            style=c.block_style(),
+            gate_clamp=c.gate_clamp,
         )
-        self.norm = RMSNorm(c.dim)
+        self.norm = RMSNorm(c.dim, c.norm_eps)
         self.lm_head = None
         if not c.tied_head:  # an untied output projection trains with AdamW, not Muon
-            self.lm_head = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
+            self.lm_head = set_optim_group(nn.Linear(c.dim, c.table_size, bias=False), "adamw")
         n_layers = c.n_backbone + c.n_head_layers
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * n_layers))
 

@@ -74,11 +74,11 @@ class DEQ(LanguageModel):
     def __init__(self, config: DEQConfig):
         super().__init__()
         self.config = c = config
-        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.embed = nn.Embedding(c.table_size, c.dim)
         self.blocks = block_stack(c, c.n_layers)
-        self.norm = RMSNorm(c.dim)
+        self.norm = RMSNorm(c.dim, c.norm_eps)
         # untied from embed, and trained by AdamW like the embeddings, not by Muon
-        self.head = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
+        self.head = set_optim_group(nn.Linear(c.dim, c.table_size, bias=False), "adamw")
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
         nn.init.normal_(self.embed.weight, 0.0, c.embed_init_std)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -20,8 +21,10 @@ from attractor.nn import (
     RMSNorm,
     block_stack,
     causal_keys,
+    init_value_tables,
     init_weights,
     value_embed_flops,
+    value_embed_for,
     value_embeddings,
 )
 
@@ -32,6 +35,8 @@ class GPTConfig(LanguageModelConfig):
 
     n_layers: int = 6
     value_embeds: bool = True  # a vocab x kv_dim table on alternate layers, gated
+    value_gate_input: Literal["residual", "normed"] = "residual"  # paper's code: normed
+    value_embed_std: float | None = None  # tables ~ N(0, std^2); None: init_std (paper: 1)
 
 
 @register("gpt", GPTConfig)
@@ -41,17 +46,19 @@ class GPT(LanguageModel):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = c = config
-        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.embed = nn.Embedding(c.table_size, c.dim)
         self.blocks = block_stack(c, c.n_layers)
         self.value_embeds = value_embeddings(c, c.n_layers, c.value_embeds)
-        self.norm = RMSNorm(c.dim)
+        self.norm = RMSNorm(c.dim, c.norm_eps)
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
+        init_value_tables(self.value_embeds.values(), c.value_embed_std)
 
     def hidden(self, ids: Tensor, caches: list[KVCache] | None = None) -> Tensor:
         """The residual stream after every block, (B, T, C), before the final norm."""
         x = self.config.embed_scale * self.embed(ids)  # (B, T, C)
+        tables, gate_input = self.value_embeds, self.config.value_gate_input
         for i, block in enumerate(self.blocks):
-            ve = self.value_embeds[str(i)](ids, x) if str(i) in self.value_embeds else None
+            ve = value_embed_for(tables[str(i)], ids, x, gate_input) if str(i) in tables else None
             x = block(x, None if caches is None else caches[i], ve)
         return x
 

@@ -172,7 +172,7 @@ class GridReadout(nn.Module):
     def __init__(self, c: GridConfig):
         super().__init__()
         self.n_prefix, self.n_cells = c.n_prefix, c.cells
-        self.norm = RMSNorm(c.dim)
+        self.norm = RMSNorm(c.dim, c.norm_eps)
         # the cell projection is an output projection: AdamW, not Muon
         self.out = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
         self.halt = nn.Linear(c.dim, 1)

@@ -64,6 +64,7 @@ class GridAttractor(GridModel):
             gate_init=c.gate_init,
             gate_max=c.gate_max,
             max_seq_len=c.max_seq_len,
+            style=c.block_style(),
         )
         self.readout = GridReadout(c)
         self._init(c.n_backbone + c.n_head_layers)

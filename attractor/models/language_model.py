@@ -24,9 +24,27 @@ IGNORE_INDEX = -100
 
 @dataclass
 class LanguageModelConfig(TransformerShape):
-    """A transformer shape plus the input-embedding scale s in x~ = s * E[x]."""
+    """A transformer shape plus the input-embedding scale s in x~ = s * E[x], and the padded
+    vocabulary: padded_vocab_size rows in the token tables and columns in the logits (the
+    paper's code rounds vocab_size up to a multiple; None: vocab_size). The padding rows
+    are never a token: the data must fit vocab_size and generation samples below it, but
+    the loss's softmax runs over every column, as the paper's code does."""
 
     embed_scale: float = 1.0
+    padded_vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.padded_vocab_size is not None and self.padded_vocab_size < self.vocab_size:
+            raise ValueError(
+                f"padded_vocab_size {self.padded_vocab_size} is below vocab_size "
+                f"{self.vocab_size}; give at least vocab_size, or null for no padding"
+            )
+
+    @property
+    def table_size(self) -> int:
+        """Rows of the token tables and columns of the logits: the padded vocabulary."""
+        return self.padded_vocab_size or self.vocab_size
 
 
 @dataclass
@@ -78,8 +96,8 @@ class LanguageModel(Model):
         raise NotImplementedError
 
     def unembed_flops(self) -> float:
-        """Forward FLOPs per token of the output projection: 2 * dim * vocab."""
-        return 2.0 * self.config.dim * self.config.vocab_size
+        """Forward FLOPs per token of the output projection: 2 * dim * (padded) vocab."""
+        return 2.0 * self.config.dim * self.config.table_size
 
     @torch.no_grad()
     def generate(
@@ -103,8 +121,9 @@ class LanguageModel(Model):
         ids = prompt_ids
         cache = self.new_cache() if use_cache else None
         logits = self.extend(ids, cache) if use_cache else self(ids).logits
+        vocab = self.config.vocab_size  # padding columns are never a token
         for _ in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1], temperature, top_k)[:, None]  # (B, 1)
+            nxt = sample_next(logits[:, -1, :vocab], temperature, top_k)[:, None]  # (B, 1)
             ids = torch.cat((ids, nxt), dim=1)
             logits = self.extend(nxt, cache) if use_cache else self(ids).logits
         return ids

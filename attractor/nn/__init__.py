@@ -6,7 +6,7 @@ shape (the shape a model config shares), value_embedding, init and optim_groups.
 
 from attractor.nn.attention import Attention
 from attractor.nn.attractor_head import INJECTIONS, AttractorHead
-from attractor.nn.block import Block, GatedBlock, PostNormBlock
+from attractor.nn.block import GATE_CLAMP, Block, BlockStyle, GatedBlock, PostNormBlock
 from attractor.nn.init import init_weights
 from attractor.nn.kv_cache import KVCache
 from attractor.nn.mlp import MLPS, ReLU2MLP, SwiGLU
@@ -14,14 +14,22 @@ from attractor.nn.norm import RMSNorm
 from attractor.nn.optim_groups import set_optim_group
 from attractor.nn.rotary import Rotary, apply_rotary
 from attractor.nn.shape import TransformerShape, block_stack, causal_keys
-from attractor.nn.value_embedding import ValueEmbedding, value_embed_flops, value_embeddings
+from attractor.nn.value_embedding import (
+    ValueEmbedding,
+    init_value_tables,
+    value_embed_flops,
+    value_embed_for,
+    value_embeddings,
+)
 
 __all__ = [
+    "GATE_CLAMP",
     "INJECTIONS",
     "MLPS",
     "Attention",
     "AttractorHead",
     "Block",
+    "BlockStyle",
     "GatedBlock",
     "KVCache",
     "PostNormBlock",
@@ -34,8 +42,10 @@ __all__ = [
     "apply_rotary",
     "block_stack",
     "causal_keys",
+    "init_value_tables",
     "init_weights",
     "set_optim_group",
     "value_embed_flops",
+    "value_embed_for",
     "value_embeddings",
 ]

@@ -5,13 +5,20 @@ Dh head width, S key length (cached plus new)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attractor.nn.kv_cache import KVCache
 from attractor.nn.norm import RMSNorm
-from attractor.nn.rotary import Rotary, apply_rotary
+from attractor.nn.rotary import RopeLayout, Rotary, apply_rotary
+
+# "learned": an RMSNorm with a weight over Dh, before rotary (ours); "weightless":
+# F.rms_norm over Dh with no weight and eps = float32 eps, after rotary (the paper's code);
+# "none": no QK-norm.
+QKNorm = Literal["learned", "weightless", "none"]
 
 # `enable_gqa` arrived in scaled_dot_product_attention with torch 2.5; on 2.4 we repeat k, v.
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
@@ -22,7 +29,9 @@ class Attention(nn.Module):
 
     y = Wo softmax(R(n(q)) R(n(k))^T / sqrt(Dh) + M) v, with q = Wq x, k = Wk x,
     v = Wv x + value_embed, n an RMSNorm over Dh (QK-norm), R the rotary rotation and M the
-    causal mask. Query head h reads key/value head h // (H / Hkv).
+    causal mask. Query head h reads key/value head h // (H / Hkv). With
+    qk_norm="weightless" the norm has no weight and runs after R: n(R(q)) n(R(k))^T (a
+    rotation keeps the norm, so only rounding tells the two orders apart).
 
     With a `cache`, the new tokens take positions cache.length .. cache.length+T-1, their k, v
     are appended to the cache, and they attend to every cached key and causally among
@@ -35,11 +44,13 @@ class Attention(nn.Module):
         n_heads: int,
         n_kv_heads: int | None = None,
         causal: bool = True,
-        qk_norm: bool = True,
+        qk_norm: QKNorm = "learned",
         rotary: bool = True,
         bias: bool = False,
         max_seq_len: int = 2048,
         rope_base: float = 10000.0,
+        rope_layout: RopeLayout = "half",
+        norm_eps: float = 1e-6,
     ):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
@@ -56,9 +67,20 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, kv_dim, bias=bias)
         self.wv = nn.Linear(dim, kv_dim, bias=bias)
         self.wo = nn.Linear(dim, dim, bias=bias)
-        self.q_norm = RMSNorm(self.head_dim) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim) if qk_norm else None
+        if qk_norm not in ("learned", "weightless", "none"):
+            raise ValueError(
+                f"Attention: qk_norm must be learned, weightless or none, got {qk_norm!r}"
+            )
+        if rope_layout not in ("half", "interleaved"):
+            raise ValueError(
+                f"Attention: rope_layout must be half or interleaved, got {rope_layout!r}"
+            )
+        learned = qk_norm == "learned"
+        self.q_norm = RMSNorm(self.head_dim, norm_eps) if learned else None
+        self.k_norm = RMSNorm(self.head_dim, norm_eps) if learned else None
+        self.weightless_qk_norm = qk_norm == "weightless"
         self.rotary = Rotary(self.head_dim, max_seq_len, rope_base) if rotary else None
+        self.rope_layout = rope_layout
 
     def forward(
         self, x: Tensor, cache: KVCache | None = None, value_embed: Tensor | None = None
@@ -77,7 +99,12 @@ class Attention(nn.Module):
         start = 0 if cache is None else cache.length
         if self.rotary is not None:
             cos, sin = self.rotary(T, start)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = (
+                apply_rotary(q, cos, sin, self.rope_layout),
+                apply_rotary(k, cos, sin, self.rope_layout),
+            )
+        if self.weightless_qk_norm:
+            q, k = _weightless_norm(q), _weightless_norm(k)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S, Dh)
         y = self._attend(q, k, v, start)  # (B, H, T, Dh)
@@ -100,3 +127,10 @@ class Attention(nn.Module):
                 group = self.n_heads // self.n_kv_heads
                 k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, **extra)
+
+
+def _weightless_norm(x: Tensor) -> Tensor:
+    """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32:
+    the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch (float32 inputs)."""
+    eps = torch.finfo(torch.float32).eps
+    return F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)

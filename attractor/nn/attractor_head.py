@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attractor.nn.block import GatedBlock
+from attractor.nn.block import GATE_CLAMP, BlockStyle, GatedBlock
 from attractor.nn.kv_cache import KVCache
 
 INJECTIONS = ("additive", "concat", "initial")
@@ -42,6 +42,8 @@ class AttractorHead(nn.Module):
         max_seq_len: int = 2048,
         injection: Injection = "additive",
         n_kv_heads: int | None = None,
+        style: BlockStyle | None = None,
+        gate_clamp: float = GATE_CLAMP,
     ):
         super().__init__()
         if injection not in INJECTIONS:
@@ -57,7 +59,9 @@ class AttractorHead(nn.Module):
                 mlp=mlp,
                 gate_init=gate_init,
                 gate_max=gate_max,
+                gate_clamp=gate_clamp,
                 max_seq_len=max_seq_len,
+                style=style,
             )
             for _ in range(depth)
         )

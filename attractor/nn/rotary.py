@@ -1,17 +1,22 @@
-"""Rotary position embeddings (RoFormer, Su et al. 2021)."""
+"""Rotary position embeddings (RoFormer, Su et al. 2021), in two pair layouts."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
+
+RopeLayout = Literal["half", "interleaved"]
 
 
 class Rotary(nn.Module):
     """Rotary position embedding tables (RoFormer, Su et al. 2021).
 
-    Position p rotates the pair (x_i, x_{i+Dh/2}) by the angle p * theta_i, with
+    Position p rotates pair i of a head by the angle p * theta_i, with
     theta_i = base^(-2i/Dh). `forward(T, start)` returns cos and sin, each (T, Dh/2), for
     positions start .. start+T-1. The tables are non-persistent buffers, regrown on demand.
+    Which channels form pair i is the layout's business (`apply_rotary`).
     """
 
     def __init__(self, head_dim: int, max_seq_len: int = 2048, base: float = 10000.0):
@@ -36,10 +41,15 @@ class Rotary(nn.Module):
         return self.cos[start:end], self.sin[start:end]  # (T, Dh/2) each
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x (B, H, T, Dh) by the tables of `Rotary`: with x1, x2 the two halves of Dh,
-    y = [x1 cos - x2 sin, x1 sin + x2 cos]."""
-    d = x.size(-1) // 2
-    x1, x2 = x[..., :d], x[..., d:]  # (B, H, T, Dh/2)
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout = "half") -> Tensor:
+    """Rotate x (B, H, T, Dh) by the tables of `Rotary`. Pair i is (x_i, x_{i+Dh/2}) in the
+    "half" layout (GPT-NeoX, Llama in Hugging Face form) and (x_2i, x_2i+1) in the
+    "interleaved" one (RoFormer's original, the paper's code); each pair (a, b) becomes
+    (a cos - b sin, a sin + b cos)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, Dh/2), broadcast over B, H
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    if layout == "half":
+        d = x.size(-1) // 2
+        a, b = x[..., :d], x[..., d:]  # (B, H, T, Dh/2)
+        return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    a, b = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2)
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)

@@ -163,7 +163,7 @@ def test_attention_bidirectional_sees_future():
 
 @pytest.mark.parametrize("n_kv_heads", [HEADS, 2])
 def test_attention_kv_cache_chunks_equal_full_sequence(n_kv_heads):
-    attn = Attention(DIM, HEADS, n_kv_heads, qk_norm=True)
+    attn = Attention(DIM, HEADS, n_kv_heads, qk_norm="learned")
     randomise_norms(attn)
     x = torch.randn(2, T, DIM)
     ve = torch.randn(2, T, n_kv_heads * attn.head_dim)
