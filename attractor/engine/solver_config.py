@@ -33,7 +33,14 @@ class SolverConfig:
     mixing: Anderson's beta (1.0 = undamped); Picard's damping a in y <- (1-a) y + a f(y).
     regularization: Tikhonov lambda of Anderson's least squares, relative to its scale.
     diverge_above: a relative residual above this (after the first step) stops the solve.
-    check_every: test the stopping rule (one host sync) every k iterations.
+    check_every: test the stopping rule every k iterations: the solver's one host
+        synchronisation (a device-to-host read) per k iterations; converged and stalled
+        samples freeze at these checks.
+    stall_patience: a sample whose best residual has not halved for this many iterations
+        in a row, while below the noise ceiling of the precision f computes in (2 eps:
+        1.6e-2 under bf16 autocast, 2.4e-7 in float32; `attractor.engine.solve`), has
+        stalled at its noise floor: it counts as finished, like a converged one, and is
+        reported in `SolverStats.stalled`. 0: never stall (run to tol or max_iter).
     return_last: return the last iterate instead of the lowest-residual one per sample.
     freeze_converged: a sample stops updating once it is below tol (after min_iter), so its
         result depends only on its own trajectory, not on how long the others take. f is
@@ -50,6 +57,7 @@ class SolverConfig:
     regularization: float = 1e-8
     diverge_above: float = 1e4
     check_every: int = 1
+    stall_patience: int = 2
     return_last: bool = False
     freeze_converged: bool = False
 
@@ -63,6 +71,10 @@ class SolverConfig:
         for name in ("history", "check_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"solver: {name} must be at least 1, got {getattr(self, name)}")
+        if self.stall_patience < 0:
+            raise ValueError(
+                f"solver: stall_patience must be >= 0 (0: never stall), got {self.stall_patience}"
+            )
         if not 0.0 < self.mixing <= 1.0:
             raise ValueError(f"solver: mixing must lie in (0, 1], got {self.mixing}")
         for name in ("tol", "regularization"):
@@ -85,9 +97,11 @@ class SolverStats:
     iterate's pre-image, [B]. converged: residual < tol, [B]. diverged: the divergence guard
     fired for the sample, [B]. trace: max relative residual over the batch (the active
     samples), per iteration. sample_iters: iterations each sample was active, [B].
-    backward_iters: vector-Jacobian products the implicit backward ran (neumann: 1,
-    adjoint: its solver's iterations), set when that backward runs; None before, and for
-    backwards without them (jfb, phantom).
+    stalled: the sample stopped at its noise floor (its residual stopped falling below the
+    noise ceiling; `SolverConfig.stall_patience`) without reaching tol, [B]; None from code
+    that does not measure it. backward_iters: vector-Jacobian products the implicit
+    backward ran (neumann: 1, adjoint: its solver's iterations), set when that backward
+    runs; None before, and for backwards without them (jfb, phantom).
     """
 
     iters: int
@@ -96,7 +110,16 @@ class SolverStats:
     diverged: Tensor
     trace: list[float] = field(default_factory=list)
     sample_iters: Tensor | None = None
+    stalled: Tensor | None = None
     backward_iters: int | None = None
+
+    @property
+    def floor(self) -> float | None:
+        """The measured noise floor: the highest residual a stalled sample stopped at (None
+        when no sample stalled). Reads the device."""
+        if self.stalled is None or not bool(self.stalled.any()):
+            return None
+        return float(self.residual[self.stalled].max())
 
 
 def sample_norm(x: Tensor) -> Tensor:

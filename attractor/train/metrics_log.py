@@ -22,6 +22,7 @@ class MetricsLog:
         "grad_norm",
         "tokens_per_s",
         "solver_iters",
+        "solver_stalled",
         "skipped",
         "elapsed_s",
         "train_flops",

@@ -80,6 +80,7 @@ class StepResult:
     grad_norm: float
     skipped: bool
     solver_iters: float | None
+    solver_stalled: float | None  # fraction of solver samples stopped at the noise floor
     flops: float  # this step's training FLOPs over every process
 
 
@@ -117,7 +118,7 @@ class Trainer:
         self.opt.set_lr_factor(self.lr_factor)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.info.device)
-        iters, flops = [], []
+        iters, stalled, flops = [], [], []
         for i in range(accum):
             batch = self.task.next_batch()
             no_sync = getattr(self.model, "no_sync", None)
@@ -130,6 +131,8 @@ class Trainer:
             loss_sum += loss.detach().float()
             if out.solver is not None:
                 iters.append(out.solver.iters)
+                if out.solver.stalled is not None:
+                    stalled.append(out.solver.stalled.float().mean())
             flops.append(self.task.step_flops(self.raw, out) * self.info.world_size)
         clip = self.cfg.train.grad_clip if self.cfg.train.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
@@ -154,6 +157,7 @@ class Trainer:
             grad_norm=float(grad_norm),
             skipped=not finite,
             solver_iters=sum(iters) / len(iters) if iters else None,
+            solver_stalled=float(torch.stack(stalled).mean()) if stalled else None,
             flops=sum(flops),
         )
 
@@ -190,6 +194,7 @@ class Trainer:
                 "grad_norm": result.grad_norm,
                 "tokens_per_s": tokens / (time.perf_counter() - start),
                 "solver_iters": result.solver_iters,
+                "solver_stalled": result.solver_stalled,
                 "skipped": int(result.skipped),
                 "elapsed_s": self.train_seconds,
                 "train_flops": self.train_flops,
@@ -305,6 +310,8 @@ def _postfix(row: dict[str, Any]) -> dict[str, str]:
     out = {"loss": f"{row['loss']:.3f}", "tok/s": f"{row['tokens_per_s']:.0f}"}
     if row.get("solver_iters") is not None:
         out["iters"] = f"{row['solver_iters']:.1f}"
+    if row.get("solver_stalled"):
+        out["stalled"] = f"{row['solver_stalled']:.0%}"
     if "val_loss" in row:
         out["val"] = f"{row['val_loss']:.3f}"
     if "exact_acc" in row:

@@ -224,15 +224,15 @@ def test_freeze_converged_makes_each_sample_independent_of_the_others():
     rates = torch.tensor([0.2, 0.9], dtype=torch.float64)
     masks = []
 
-    def f(y, active=None):
-        if active is not None:
-            masks.append(active.clone())
+    def f(y, active=None):  # called without the mask while every sample is active
+        masks.append(None if active is None else active.clone())
         return rates[: y.shape[0], None] * torch.tanh(y) + 1.0
 
     cfg = at.SolverConfig("anderson", tol=1e-9, max_iter=200, freeze_converged=True)
     start = torch.zeros(2, 6, dtype=torch.float64)
     y, stats = at.solve(f, start, cfg)
-    active_evals = [int(m[0]) for m in masks]
+    active_evals = [1 if m is None else int(m[0]) for m in masks]
+    assert masks[0] is None and masks[-1] is not None  # told once sample 0 had frozen
     y_alone, alone = at.solve(f, start[:1], cfg)
     assert torch.equal(y[0], y_alone[0])
     assert int(stats.sample_iters[0]) == alone.iters == sum(active_evals)  # f was told
