@@ -174,6 +174,19 @@ def _generate(sub: argparse._SubParsersAction) -> None:
     _handler(p, "generate:run")
 
 
+def _convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="write a model (the paper's release format, hf:OWNER/NAME) as ours"
+    )
+    p.add_argument(
+        "src",
+        help="a release directory (config.json with _class_name, model.pt or "
+        "model.safetensors), hf:OWNER/NAME[@REVISION], or one of our exports",
+    )
+    p.add_argument("dst", help="the new directory to write (config.json, model.safetensors)")
+    _handler(p, "convert:run")
+
+
 def _plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw a results JSON (depth sweep, solver trace) as PNG")
     p.add_argument("results", help="a JSON file written by attractor eval --sweep, ...")
@@ -215,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data(sub)
     _eval(sub)
     _generate(sub)
+    _convert(sub)
     _plot(sub)
     _solve(sub)
     return parser

@@ -8,6 +8,10 @@ registry of model families, builds the model the one way (`model_from_config`) a
 the weights strictly. Both files are written atomically (`attractor.core.atomic`). Every
 bad checkpoint is one `CheckpointError` (a `ValueError`) saying what is wrong and what to
 do.
+
+`load_pretrained` also reads the paper's release format (a config.json with
+"_class_name": `attractor.models.reference_format`) and `hf:OWNER/NAME[@REVISION]`, a
+repository fetched from the Hugging Face hub into huggingface_hub's usual cache.
 """
 
 from __future__ import annotations
@@ -24,15 +28,13 @@ from torch import Tensor, nn
 
 from attractor.core.atomic import atomic_path, atomic_write
 from attractor.core.typed_config import ConfigError, from_data
+from attractor.models.reference_format import is_reference_dir, load_reference
 from attractor.models.registry import KINDS, family, kind_of
+from attractor.models.weights_io import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _SHOW = 4  # offending tensor names listed in a mismatch error
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded; the message names the fix."""
 
 
 # -----------------------------------------------------------------------------
@@ -224,14 +226,43 @@ def _check_weights(model: nn.Module, weights: dict[str, Tensor], where: Path) ->
         )
 
 
+HUB_PREFIX = "hf:"
+
+
+def hub_directory(spec: str) -> Path:
+    """The local snapshot of `hf:OWNER/NAME[@REVISION]`, downloaded into huggingface_hub's
+    cache if it is not there; one CheckpointError line when the hub cannot be reached."""
+    repo, _, revision = spec[len(HUB_PREFIX) :].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise CheckpointError(f"{spec}: expected hf:OWNER/NAME or hf:OWNER/NAME@REVISION")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(
+            f"{spec}: loading from the Hugging Face hub needs huggingface_hub; "
+            "pip install huggingface_hub, or download the repository and pass its directory"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id=repo, revision=revision or None))
+    except Exception as e:  # offline, unknown repository, refused: one line either way
+        raise CheckpointError(
+            f"{spec}: cannot fetch {repo} from the Hugging Face hub ({type(e).__name__}); "
+            f"download it where the hub is reachable (huggingface-cli download {repo} "
+            "--local-dir DIR) and pass that directory instead: attractor ... DIR"
+        ) from None
+
+
 def load_pretrained(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """The model saved in `directory` by `save_pretrained`, on device `map_location`.
+    """The model in `directory`, on device `map_location`: our export (`save_pretrained`),
+    the paper's release format, or `hf:OWNER/NAME[@REVISION]` (either, from the hub).
 
     Weights are copied into a model built from `config.json` in the default dtype.
     Raises `CheckpointError` (a ValueError) for any missing, corrupt or mismatched part.
     """
+    if str(directory).startswith(HUB_PREFIX):
+        directory = hub_directory(str(directory))
     directory = Path(directory)
     if not directory.is_dir():
         what = "is a file, not a directory" if directory.exists() else "does not exist"
@@ -239,12 +270,14 @@ def load_pretrained(
             f"load_pretrained: {directory} {what}; pass the directory that "
             "model.save_pretrained(directory) wrote"
         )
-    config = _read_config(directory)
-    weights = _read_weights(directory)
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"load_pretrained: bad map_location {map_location!r} ({e})") from None
+    if is_reference_dir(directory):
+        return load_reference(directory, device)
+    config = _read_config(directory)
+    weights = _read_weights(directory)
     try:
         with device:
             model = family(kind_of(config))[0](config)

@@ -12,7 +12,7 @@ import pytest
 
 from attractor.cli import main
 
-COMMANDS = ["demo", "presets", "train", "data", "eval", "generate", "plot", "solve"]
+COMMANDS = ["demo", "presets", "train", "data", "eval", "generate", "convert", "plot", "solve"]
 NESTED = {"data": ["text", "puzzles"], "solve": ["sudoku", "maze"]}
 REPO = Path(__file__).resolve().parents[2]
 
