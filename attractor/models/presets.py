@@ -37,6 +37,31 @@ def _fixed_point(solver: SolverConfig) -> FixedPointConfig:
     return FixedPointConfig(train_solver=solver, eval_solver=solver)
 
 
+# The paper's code (github jacobfa/Attractor, commit fcf045f; tests/data/reference): the
+# numerics of every language-model block, its Attractor gates and backward, its GPT and
+# Parcae value embeddings and Parcae's prelude norm, C, random start and per-sequence depth.
+# Its vocabulary, 32768, is already a multiple of its padding (512): no padded columns.
+PAPER_BLOCKS = dict(
+    norm_eps=1e-5, qk_norm="weightless", rope_base=50000.0, rope_layout="interleaved",
+    mlp_scale=0.5,
+)  # fmt: skip
+PAPER_VALUE_EMBEDS = dict(value_gate_input="normed", value_embed_std=1.0)
+
+
+def _paper_attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverConfig) -> dict:
+    """An attractor preset as the paper's code has it: gates fixed at 0.75 (g_init = g_max,
+    starting ratio 1 - 1e-6) and one Neumann term without clip (its "onestep")."""
+    fields = _attractor(dim, heads, backbone, head, solver)
+    fields["fixed_point"] = FixedPointConfig(
+        train_solver=solver, eval_solver=solver, backward="neumann", neumann_clip=None
+    )
+    return dict(fields, gate_init=0.75, gate_max=0.75, gate_clamp=1e-6, **PAPER_BLOCKS)
+
+
+def _paper_gpt(dim: int, n_layers: int, heads: int) -> dict:
+    return dict(dim=dim, n_layers=n_layers, n_heads=heads, **PAPER_BLOCKS, **PAPER_VALUE_EMBEDS)
+
+
 def _same_solver(solver: SolverConfig) -> dict[str, Any]:
     """The same solver in training and evaluation, merged over the family's own fixed-point
     settings (the reasoner keeps its phantom backward)."""
@@ -74,17 +99,20 @@ def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
 
 # name -> (kind, config fields); sizes from docs/method.md section 4, "-cpu" for 2 CPU cores
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "attractor-140m": ("attractor", _attractor(1024, 8, 7, 1, _solver(64, 6, 3e-4))),
-    "attractor-370m": ("attractor", _attractor(1280, 10, 15, 2, _solver(64, 8, 2e-4))),
-    "attractor-770m": ("attractor", _attractor(1280, 10, 35, 2, _solver(32, 6, 1.5e-4, 0.96))),
+    "attractor-140m": ("attractor", _paper_attractor(1024, 8, 7, 1, _solver(64, 6, 3e-4))),
+    "attractor-370m": ("attractor", _paper_attractor(1280, 10, 15, 2, _solver(64, 8, 2e-4))),
+    "attractor-770m": (
+        "attractor",
+        _paper_attractor(1280, 10, 35, 2, _solver(32, 6, 1.5e-4, 0.96)),
+    ),
     "attractor-cpu": (
         "attractor",
         dict(_attractor(256, 4, 5, 1, _solver(16, 2, 1e-3)), vocab_size=4096, max_seq_len=512),
     ),
-    "gpt-140m": ("gpt", dict(dim=768, n_layers=6, n_heads=6)),
-    "gpt-370m": ("gpt", dict(dim=1024, n_layers=12, n_heads=8)),
-    "gpt-770m": ("gpt", dict(dim=1280, n_layers=18, n_heads=10)),
-    "gpt-1.3b": ("gpt", dict(dim=1536, n_layers=24, n_heads=12)),
+    "gpt-140m": ("gpt", _paper_gpt(768, 6, 6)),
+    "gpt-370m": ("gpt", _paper_gpt(1024, 12, 8)),
+    "gpt-770m": ("gpt", _paper_gpt(1280, 18, 10)),
+    "gpt-1.3b": ("gpt", _paper_gpt(1536, 24, 12)),
     "gpt-cpu": ("gpt", dict(vocab_size=4096, dim=256, n_layers=3, n_heads=4, max_seq_len=512)),
     "looped-140m": (
         "looped",
@@ -96,6 +124,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
             n_coda=2,
             mean_depth=8.0,
             backprop_depth=4,
+            prelude_norm=True,
+            state_proj=True,
+            state_init="random",
+            depth_draw="sequence",
+            **PAPER_BLOCKS,
+            **PAPER_VALUE_EMBEDS,
         ),
     ),
     "looped-cpu": (

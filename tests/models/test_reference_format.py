@@ -227,3 +227,35 @@ def test_hub_without_huggingface_hub_says_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_hub)
     with pytest.raises(CheckpointError, match="needs huggingface_hub; pip install huggingface_hub"):
         at.load_pretrained("hf:jacobfa1/attractor-140m@main")
+
+
+NUMERICS = ("norm_eps", "qk_norm", "rope_base", "rope_layout", "mlp_scale")
+OPTIONS = {
+    "attractor": NUMERICS + ("gate_init", "gate_max", "gate_clamp"),
+    "gpt": NUMERICS + ("value_gate_input", "value_embed_std"),
+    "looped": NUMERICS
+    + ("value_gate_input", "value_embed_std", "prelude_norm", "state_proj", "depth_draw"),
+}
+FIXTURES = {"attractor": "attractor-tiny", "gpt": "gpt-tiny", "looped": "parcae-tiny"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["attractor-140m", "attractor-370m", "attractor-770m", "gpt-140m", "gpt-370m", "gpt-770m",
+     "gpt-1.3b", "looped-140m"],
+)  # fmt: skip
+def test_paper_presets_use_what_the_paper_code_computes(name):
+    """Every option the reader sets for the paper's own configs (the fixtures, written by
+    its code) is the preset's; -cpu presets keep ours."""
+    preset = at.models.preset_config(name)
+    kind = at.models.PRESETS[name][0]
+    paper = reference_config(json.loads((DATA / FIXTURES[kind] / "config.json").read_text()))
+    for option in OPTIONS[kind]:
+        assert getattr(preset, option) == getattr(paper, option), option
+    if kind == "attractor":
+        assert preset.fixed_point.backward == paper.fixed_point.backward == "neumann"
+        assert preset.fixed_point.neumann_clip is paper.fixed_point.neumann_clip is None
+    if kind == "looped":  # the fixture starts at zero to be deterministic; the configs do not
+        assert preset.state_init == "random"
+    cpu = at.models.preset_config(f"{kind}-cpu")
+    assert (cpu.qk_norm, cpu.rope_layout, cpu.mlp_scale) == ("learned", "half", 1.0)
