@@ -20,7 +20,6 @@ from attractor.models.language_model import (
     LanguageModel,
     LanguageModelConfig,
     ModelOutput,
-    next_token_loss,
 )
 from attractor.models.registry import register
 from attractor.nn import (
@@ -167,6 +166,10 @@ class AttractorLM(LanguageModel):
         h = self.norm(y)
         return h @ self.embed.weight.T if self.lm_head is None else self.lm_head(h)
 
+    def unembedding(self) -> Tensor:
+        """E (tied) or W_out: the (V, C) matrix of decode."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
     def max_depth(self) -> int:
         """T_max: the evaluation solver's max_iter."""
         return self.config.fixed_point.eval_solver.max_iter
@@ -189,12 +192,15 @@ class AttractorLM(LanguageModel):
         return y.view_as(y0), stats
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        depth: int | None = None,
+        return_logits: bool = True,
     ) -> ModelOutput:
-        """Logits of y* (or of y0 when depth=0); loss when labels are given."""
+        """Logits of y* (or of y0 when depth=0); loss when labels are given (`output`)."""
         y, stats = self.equilibrium(self.proposal(input_ids), depth)
-        logits = self.decode(y)
-        loss = None if labels is None else next_token_loss(logits, labels)
+        logits, loss = self.output(y, labels, return_logits)
         return ModelOutput(logits, loss, stats, 0 if stats is None else stats.iters)
 
     def train_flops(

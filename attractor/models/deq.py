@@ -36,7 +36,6 @@ from attractor.models.language_model import (
     LanguageModel,
     LanguageModelConfig,
     ModelOutput,
-    next_token_loss,
 )
 from attractor.models.registry import register
 from attractor.nn import RMSNorm, block_stack, causal_keys, init_weights, set_optim_group
@@ -111,13 +110,20 @@ class DEQ(LanguageModel):
         """logits = W_out RMSNorm(z), (B, T, V); W_out is not the input embedding."""
         return self.head(self.norm(z))
 
+    def unembedding(self) -> Tensor:
+        """W_out, the (V, C) untied head of decode."""
+        return self.head.weight
+
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        depth: int | None = None,
+        return_logits: bool = True,
     ) -> ModelOutput:
-        """Logits of z* (of z = 0 at depth=0); loss when labels are given."""
+        """Logits of z* (of z = 0 at depth=0); loss when labels are given (`output`)."""
         z, stats = self.equilibrium(input_ids, depth)
-        logits = self.decode(z)
-        loss = None if labels is None else next_token_loss(logits, labels)
+        logits, loss = self.output(z, labels, return_logits)
         return ModelOutput(logits, loss, stats, stats.iters)
 
     def train_flops(

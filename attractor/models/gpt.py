@@ -13,7 +13,6 @@ from attractor.models.language_model import (
     LanguageModel,
     LanguageModelConfig,
     ModelOutput,
-    next_token_loss,
 )
 from attractor.models.registry import register
 from attractor.nn import (
@@ -67,13 +66,16 @@ class GPT(LanguageModel):
         return self.norm(h) @ self.embed.weight.T
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        depth: int | None = None,
+        return_logits: bool = True,
     ) -> ModelOutput:
         """Logits (and loss with labels); a GPT has no solver depth, so `depth` must be None."""
         if depth is not None:
             raise ValueError("gpt: a fixed-depth transformer takes no depth=; it has no solver")
-        logits = self.decode(self.hidden(input_ids))
-        loss = None if labels is None else next_token_loss(logits, labels)
+        logits, loss = self.output(self.hidden(input_ids), labels, return_logits)
         return ModelOutput(logits=logits, loss=loss)
 
     def train_flops(

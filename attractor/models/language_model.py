@@ -1,7 +1,9 @@
 """What every language model shares: its config base, its output, its loss, generation.
 
 A language model subclasses `LanguageModel` and implements
-- `forward(input_ids, labels=None, depth=None) -> ModelOutput` on whole sequences;
+- `forward(input_ids, labels=None, depth=None, return_logits=True) -> ModelOutput` on whole
+  sequences, its logits and loss made by `output` (``return_logits=False`` with labels: the
+  loss in chunks, `linear_cross_entropy`, and no logits: what the trainer asks for);
 - `extend(new_ids, cache) -> logits (B, T_new, V)`: the logits of new tokens appended to a
   sequence whose state lives in `cache` (from `new_cache()`), for fast generation.
 """
@@ -17,9 +19,8 @@ from torch import Tensor
 
 from attractor.engine import SolverStats
 from attractor.models.base import Model
+from attractor.models.linear_loss import IGNORE_INDEX, linear_cross_entropy
 from attractor.nn import TransformerShape
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -49,11 +50,12 @@ class LanguageModelConfig(TransformerShape):
 
 @dataclass
 class ModelOutput:
-    """logits (B, T, V); loss: mean next-token cross-entropy when labels were given;
+    """logits (B, T, V), None when the forward was asked for the loss alone
+    (``return_logits=False``); loss: mean next-token cross-entropy when labels were given;
     solver: the fixed-point solve's statistics for models that have one; depth: the depth
     this forward ran (solver iterations or recurrences; None for a fixed-depth model)."""
 
-    logits: Tensor
+    logits: Tensor | None
     loss: Tensor | None = None
     solver: SolverStats | None = None
     depth: int | None = None
@@ -94,6 +96,31 @@ class LanguageModel(Model):
     def extend(self, new_ids: Tensor, cache: Any) -> Tensor:
         """Logits (B, T_new, V) of new_ids appended to the sequence held in cache."""
         raise NotImplementedError
+
+    def decode(self, h: Tensor) -> Tensor:
+        """Logits (B, T, V) of the final state h (B, T, C)."""
+        raise NotImplementedError
+
+    def unembedding(self) -> Tensor:
+        """The output projection W (V, C) of decode(h) = W RMSNorm(h): the tied embedding
+        (models with their own head override this)."""
+        return self.embed.weight
+
+    def output(
+        self, h: Tensor, labels: Tensor | None, return_logits: bool = True
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(logits, loss) of the final state h (B, T, C). With labels and ``return_logits``
+        False the loss is computed chunk by chunk (`linear_cross_entropy`, the same value
+        and gradients) and the (B, T, V) logits are never made: (None, loss)."""
+        if labels is not None and not return_logits:
+            return None, linear_cross_entropy(self.norm(h), self.unembedding(), labels)
+        if labels is None and not return_logits:
+            raise ValueError(
+                "forward: return_logits=False needs labels (the loss is then all it returns); "
+                "pass labels= or return_logits=True"
+            )
+        logits = self.decode(h)
+        return logits, None if labels is None else next_token_loss(logits, labels)
 
     def unembed_flops(self) -> float:
         """Forward FLOPs per token of the output projection: 2 * dim * (padded) vocab."""

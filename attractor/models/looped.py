@@ -43,7 +43,6 @@ from attractor.models.language_model import (
     LanguageModel,
     LanguageModelConfig,
     ModelOutput,
-    next_token_loss,
 )
 from attractor.models.registry import register
 from attractor.nn import (
@@ -298,12 +297,16 @@ class LoopedLM(LanguageModel):
 
     # ------------------------------------------------------------------ interface
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, depth: int | None = None
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        depth: int | None = None,
+        return_logits: bool = True,
     ) -> ModelOutput:
         """Logits after T recurrences (module docstring for T); loss when labels are given."""
         depth, free, rows = self._depths(depth, input_ids.size(0))
-        logits = self.decode(self.hidden(input_ids, depth, free, rows=rows))
-        loss = None if labels is None else next_token_loss(logits, labels)
+        h = self.hidden(input_ids, depth, free, rows=rows)
+        logits, loss = self.output(h, labels, return_logits)
         return ModelOutput(logits=logits, loss=loss, depth=depth)
 
     def train_flops(

@@ -44,8 +44,9 @@ class LanguageModelingTask:
         return x.to(self.info.device), y.to(self.info.device)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, ModelOutput]:
+        """The mean next-token loss, computed in chunks: the (B, T, V) logits are never made."""
         x, y = batch
-        out = model(x, labels=y)
+        out = model(x, labels=y, return_logits=False)
         return out.loss, out
 
     def step_flops(self, model: LanguageModel, out: ModelOutput) -> float:
