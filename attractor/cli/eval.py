@@ -14,11 +14,14 @@ from typing import Any
 from attractor.eval.depth_sweep import depth_sweep, sweep_depths
 from attractor.eval.lm_metrics import evaluate_lm
 from attractor.eval.loading import (
+    check_text_fits,
     default_device,
     is_grid_checkpoint,
+    lm_tokenizer,
     load_grid_model_and_puzzles,
-    load_language_model,
+    load_lm,
     load_text,
+    synthetic_text,
     training_record,
 )
 from attractor.eval.puzzle_metrics import evaluate_puzzles, puzzle_depth_sweep
@@ -87,13 +90,18 @@ def _format(row: dict[str, Any]) -> str:
 
 
 def _run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    model, tokenizer = load_language_model(args.checkpoint, args.device or default_device())
+    model = load_lm(args.checkpoint, args.device or default_device())
     if args.sweep:
         model.max_depth()  # a model without depth fails here, before any work
     seq_len = args.seq_len or model.config.max_seq_len
-    split = load_text(args.data, seq_len, tokenizer, training_record(args.checkpoint))
-    windows, bytes_per_token = split.windows(args.split), split.bytes_per_token[args.split]
     batch_size = 8 if args.batch_size is None else args.batch_size
+    if args.data == "synthetic":  # token ids below the vocabulary: no tokenizer needed
+        split = synthetic_text(model, seq_len, batch_size)
+    else:
+        check_text_fits(args.data, model)
+        tokenizer = lm_tokenizer(args.checkpoint, model, args.tokenizer)
+        split = load_text(args.data, seq_len, tokenizer, training_record(args.checkpoint))
+    windows, bytes_per_token = split.windows(args.split), split.bytes_per_token[args.split]
     kwargs = dict(batch_size=batch_size, max_batches=args.batches, progress=True)
     kwargs["bytes_per_token"] = bytes_per_token
     default = evaluate_lm(model, windows, depth=args.depth, **kwargs)
@@ -132,6 +140,12 @@ def _checkpoint_dir(args: argparse.Namespace) -> str:
     return directory
 
 
+def _results_dir(checkpoint: str) -> Path:
+    """Where a sweep's results go by default: the checkpoint's directory (a hub id's is the
+    read-only cache: the working directory then)."""
+    return Path(".") if checkpoint.startswith("hf:") else Path(checkpoint)
+
+
 def run(args: argparse.Namespace) -> int:
     """`attractor eval`: print loss, ppl and bpb; with --sweep write JSON and a PNG. A grid
     model: exact and cell accuracy on a puzzle split; with --depths or --sweep against T,
@@ -146,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     sweep = args.sweep or bool(grid and args.depths)
     name = "puzzle_depth.json" if grid else "depth_sweep.json"
-    out = args.out or (Path(args.checkpoint) / name if sweep else None)
+    out = args.out or (_results_dir(args.checkpoint) / name if sweep else None)
     if out is not None:
         path = write_result(out, result)
         print(f"wrote {path}")

@@ -131,13 +131,18 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint",
         nargs="?",
-        help="a directory with config.json, model.safetensors and (language models) tokenizer.json",
+        help="a model directory (ours with config.json, model.safetensors and, for language "
+        "models, tokenizer.json; or the paper's release format) or hf:OWNER/NAME[@REVISION]",
     )
     p.add_argument("--model", metavar="DIR", help="the checkpoint directory (same as CHECKPOINT)")
     p.add_argument(
         "--data",
         default="pydoc",
-        help="'pydoc' or a prepared data directory; for a grid model a puzzle split directory",
+        help="'pydoc', 'synthetic' (random token ids below the model's vocabulary, no "
+        "tokenizer needed) or a prepared data directory; for a grid model a puzzle split",
+    )
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="a tokenizer.json (or its directory) for the model"
     )
     p.add_argument(
         "--split", default="val", help="which split to evaluate (default val; puzzles: test)"
@@ -163,9 +168,17 @@ def _eval(sub: argparse._SubParsersAction) -> None:
 def _generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate text from a checkpoint (cached head)")
     p.add_argument(
-        "checkpoint", help="a directory with config.json, model.safetensors and tokenizer.json"
+        "checkpoint",
+        help="a model directory (ours, the paper's release format) or hf:OWNER/NAME",
     )
-    p.add_argument("--prompt", required=True, help="the text to continue")
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the text to continue (needs a tokenizer)")
+    prompt.add_argument(
+        "--prompt-ids", metavar="IDS", help="token ids to continue, e.g. 1,2,3; prints ids"
+    )
+    p.add_argument(
+        "--tokenizer", metavar="PATH", help="a tokenizer.json (or its directory) for the model"
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     p.add_argument("--top-k", type=int, help="sample only from the k most likely tokens")

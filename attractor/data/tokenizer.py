@@ -17,6 +17,9 @@ from attractor.core.atomic import atomic_path, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 EOT = "<|endoftext|>"
+# The end-of-text token: ours, or the usual names in tokenizers made elsewhere (the
+# tokenizer.json of an imported model).
+END_OF_TEXT = (EOT, "<|end_of_text|>", "</s>", "<eos>")
 
 
 class Tokenizer(Protocol):
@@ -55,9 +58,13 @@ class BPETokenizer:
         tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is plain text
         self.tok = tok
         self.vocab_size = tok.get_vocab_size()
-        eot = tok.token_to_id(EOT)
+        ids = [tok.token_to_id(t) for t in END_OF_TEXT]
+        eot = next((i for i in ids if i is not None), None)
         if eot is None:
-            raise ValueError(f"tokenizer: {EOT} is not in the vocabulary; retrain it")
+            raise ValueError(
+                f"tokenizer: none of {', '.join(END_OF_TEXT)} is in the vocabulary; retrain "
+                "it with an end-of-text token"
+            )
         self.eot_id = eot
 
     @classmethod
@@ -98,8 +105,10 @@ class BPETokenizer:
 
 
 def load_tokenizer(directory: str | Path) -> ByteTokenizer | BPETokenizer:
-    """The tokenizer saved in a data or checkpoint directory."""
-    path = Path(directory) / TOKENIZER_FILE
+    """The tokenizer saved in a data or checkpoint directory (or the tokenizer.json file
+    itself, e.g. one downloaded beside an imported model)."""
+    path = Path(directory)
+    path = path / TOKENIZER_FILE if path.is_dir() or not path.suffix else path
     if not path.is_file():
         raise ValueError(
             f"tokenizer: {path} does not exist; prepare data with `attractor data text` or "

@@ -18,8 +18,9 @@ import torch
 from attractor.data import maze
 from attractor.data.lm import TextSplit, text_split
 from attractor.data.puzzles import PuzzleDataset, load_split
-from attractor.data.tokenizer import Tokenizer, load_tokenizer
+from attractor.data.tokenizer import TOKENIZER_FILE, ByteTokenizer, Tokenizer, load_tokenizer
 from attractor.models import GridModel, LanguageModel, Model, family, load_pretrained
+from attractor.models.pretrained import HUB_PREFIX, hub_directory
 from attractor.models.registry import KINDS
 
 TRAINING_RECORD = "training.json"
@@ -35,29 +36,71 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Mod
     return load_pretrained(directory, map_location=device).eval()
 
 
-def load_language_model(
-    directory: str | Path, device: str | torch.device = "cpu"
-) -> tuple[LanguageModel, Tokenizer]:
-    """The language model (in eval mode) and tokenizer of an exported directory; a
-    directory without a tokenizer, or one that does not fit the model, is a ValueError."""
+def load_lm(directory: str | Path, device: str | torch.device = "cpu") -> LanguageModel:
+    """The language model of a directory (ours, the paper's release format or hf:...), in
+    eval mode; a grid-puzzle model there is a ValueError."""
     model = load_model(directory, device)
     if not isinstance(model, LanguageModel):
         raise ValueError(
             f"{directory} holds a {model.kind} grid-puzzle model, not a language model; "
             "evaluate it on a puzzle split with `attractor eval DIR --data SPLIT`"
         )
-    if not (Path(directory) / "tokenizer.json").is_file():
+    return model
+
+
+def lm_tokenizer(
+    directory: str | Path, model: LanguageModel, tokenizer: str | Path | None = None
+) -> Tokenizer:
+    """The tokenizer of a model: `tokenizer` (a tokenizer.json or a directory holding one)
+    or the tokenizer.json beside the weights; none, or one that does not fit the model's
+    vocabulary, is a ValueError."""
+    if tokenizer is not None:
+        where = Path(tokenizer)
+    elif str(directory).startswith(HUB_PREFIX):  # the snapshot, cached by now
+        where = hub_directory(str(directory))
+    else:
+        where = Path(directory)
+    if tokenizer is None and not (where / TOKENIZER_FILE).is_file():
         raise ValueError(
-            f"{directory} has no tokenizer.json; save the tokenizer next to the model "
-            "with tokenizer.save(directory)"
+            f"{directory} has no tokenizer.json, and text needs one: pass --tokenizer PATH "
+            "(a tokenizer.json or its directory), or work in token ids (generate "
+            "--prompt-ids 1,2,3; eval --data synthetic)"
         )
-    tokenizer = load_tokenizer(directory)
-    if tokenizer.vocab_size > model.config.vocab_size:
+    loaded = load_tokenizer(where)
+    if loaded.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+            f"{directory}: the tokenizer has {loaded.vocab_size} tokens but the model only "
             f"{model.config.vocab_size}; the two do not belong together"
         )
-    return model, tokenizer
+    return loaded
+
+
+def load_language_model(
+    directory: str | Path,
+    device: str | torch.device = "cpu",
+    tokenizer: str | Path | None = None,
+) -> tuple[LanguageModel, Tokenizer]:
+    """The language model (in eval mode) and its tokenizer (`lm_tokenizer`)."""
+    model = load_lm(directory, device)
+    return model, lm_tokenizer(directory, model, tokenizer)
+
+
+def synthetic_text(model: LanguageModel, seq_len: int, batch_size: int, seed: int = 0) -> TextSplit:
+    """Uniform random tokens below the model's vocabulary (`--data synthetic`): no tokenizer
+    and no bytes, so loss and perplexity only (against ln V for a model that knows
+    nothing)."""
+    return text_split("synthetic", seq_len, 0.5, seed, model.config.vocab_size, batch_size)
+
+
+def check_text_fits(data: str, model: LanguageModel) -> None:
+    """--data pydoc (bytes, 257 tokens) on a model with a smaller vocabulary is a ValueError
+    (checked before any tokenizer, which such a model may not have)."""
+    if data == "pydoc" and model.config.vocab_size < ByteTokenizer.vocab_size:
+        raise ValueError(
+            f"--data pydoc is byte level ({ByteTokenizer.vocab_size} token ids) but the model "
+            f"has a vocabulary of {model.config.vocab_size}; evaluate on data tokenized for "
+            "this model (attractor data text --tokenizer DIR) or on --data synthetic"
+        )
 
 
 def training_record(directory: str | Path) -> dict[str, Any]:

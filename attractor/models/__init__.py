@@ -26,7 +26,13 @@ from attractor.models.presets import (
     model_from_config,
     preset_config,
 )
-from attractor.models.pretrained import CheckpointError, load_pretrained, save_pretrained
+from attractor.models.pretrained import (
+    CheckpointError,
+    load_pretrained,
+    load_pretrained_with,
+    pretrained_config,
+    save_pretrained,
+)
 from attractor.models.registry import KINDS, family
 
 __all__ = [
@@ -43,8 +49,10 @@ __all__ = [
     "family",
     "list_presets",
     "load_pretrained",
+    "load_pretrained_with",
     "make_config",
     "model_from_config",
     "preset_config",
+    "pretrained_config",
     "save_pretrained",
 ]

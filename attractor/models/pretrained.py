@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from attractor.core.atomic import atomic_path, atomic_write
-from attractor.core.typed_config import ConfigError, from_data
-from attractor.models.reference_format import is_reference_dir, load_reference
+from attractor.core.typed_config import ConfigError, from_data, merge, to_data
+from attractor.models.reference_format import is_reference_dir, load_reference, reference_config
 from attractor.models.registry import KINDS, family, kind_of
 from attractor.models.weights_io import CheckpointError
 
@@ -252,6 +252,62 @@ def hub_directory(spec: str) -> Path:
         ) from None
 
 
+def _source_directory(src: str | os.PathLike) -> Path:
+    """The local directory `src` names (a hub id is fetched first); it must exist."""
+    directory = hub_directory(str(src)) if str(src).startswith(HUB_PREFIX) else Path(src)
+    if not directory.is_dir():
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise CheckpointError(
+            f"load_pretrained: {directory} {what}; pass the directory that "
+            "model.save_pretrained(directory) wrote"
+        )
+    return directory
+
+
+def pretrained_config(src: str | os.PathLike) -> Any:
+    """The config of the model `src` names (as `load_pretrained` takes it), weights unread."""
+    directory = _source_directory(src)
+    if not is_reference_dir(directory):
+        return _read_config(directory)
+    path = directory / CONFIG_NAME
+    return reference_config(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def with_overrides(config: Any, overrides: dict[str, Any], where: str) -> Any:
+    """`config` with `overrides` (plain data, nested fields as mappings) deep-merged over
+    it, through the typed loader: errors name the keys under `where`."""
+    return from_data(type(config), merge(to_data(config), overrides), where)
+
+
+def load_pretrained_with(
+    src: str | os.PathLike, overrides: dict[str, Any], where: str = "model.overrides"
+) -> nn.Module:
+    """`load_pretrained(src)` in a model built from its config with `overrides` merged over
+    it (fine-tuning from imported weights: a run's `model.init_from`). An override that
+    changes a weight's shape or the set of weights is one CheckpointError naming it."""
+    model = load_pretrained(src)
+    config = with_overrides(model.config, overrides, where)
+    if config == model.config:
+        return model
+    changed = family(kind_of(config))[0](config)
+    weights, state = model.state_dict(), changed.state_dict()
+    if differ := sorted(set(weights) ^ set(state)):
+        key = differ[0]
+        side = "drop" if key in weights else "add"
+        raise CheckpointError(
+            f"{where}: these overrides {side} the weight {key} of {src}; fine-tuning keeps "
+            "the imported weights, so change only fields that keep them (solver, depth, ...)"
+        )
+    for key, t in state.items():
+        if t.shape != weights[key].shape:
+            raise CheckpointError(
+                f"{where}: these overrides make {key} {_shape(t)}, but {src} has "
+                f"{_shape(weights[key])}; change only fields that keep the weights' shapes"
+            )
+    changed.load_state_dict(weights)
+    return changed
+
+
 def load_pretrained(
     directory: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
@@ -261,15 +317,7 @@ def load_pretrained(
     Weights are copied into a model built from `config.json` in the default dtype.
     Raises `CheckpointError` (a ValueError) for any missing, corrupt or mismatched part.
     """
-    if str(directory).startswith(HUB_PREFIX):
-        directory = hub_directory(str(directory))
-    directory = Path(directory)
-    if not directory.is_dir():
-        what = "is a file, not a directory" if directory.exists() else "does not exist"
-        raise CheckpointError(
-            f"load_pretrained: {directory} {what}; pass the directory that "
-            "model.save_pretrained(directory) wrote"
-        )
+    directory = _source_directory(directory)
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as e:

@@ -34,10 +34,14 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 @dataclass
 class ModelSpec:
     """A preset name and the config fields to change (e.g. {"vocab_size": 256}; nested
-    fields as mappings: {"fixed_point": {"eval_solver": {"tol": 1e-3}}})."""
+    fields as mappings: {"fixed_point": {"eval_solver": {"tol": 1e-3}}}). With init_from
+    (a model directory, ours or the paper's release format, or hf:OWNER/NAME) the run
+    fine-tunes that model: its own config with the overrides on top, its weights loaded;
+    the preset is then not used."""
 
     preset: str = "attractor-cpu"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -123,15 +127,37 @@ class RunConfig:
 
 def check_model(spec: ModelSpec) -> None:
     """The preset exists and its overrides fit its config (names, types, choices); each
-    override is kept as the value it loads as ('5e-1' -> 0.5)."""
+    override is kept as the value it loads as ('5e-1' -> 0.5). With init_from, the
+    overrides must fit the imported language model's config."""
     from attractor.models import config_with
 
+    if spec.init_from is not None:
+        spec.overrides = _as_loaded(spec.overrides, to_data(_imported_config(spec)))
+        return
     if spec.preset not in _presets():
         raise ConfigError(
             f"model.preset: unknown preset {spec.preset!r}; choose one of {', '.join(_presets())}"
         )
     config = config_with(spec.preset, spec.overrides, "model.overrides")
     spec.overrides = _as_loaded(spec.overrides, to_data(config))
+
+
+def _imported_config(spec: ModelSpec) -> Any:
+    """The config of the model named by model.init_from, with the overrides merged."""
+    from attractor.models import CheckpointError, LanguageModel, family, pretrained_config
+    from attractor.models.pretrained import with_overrides
+    from attractor.models.registry import kind_of
+
+    try:
+        config = pretrained_config(spec.init_from)
+    except CheckpointError as e:
+        raise ConfigError(f"model.init_from: {e}") from None
+    if not issubclass(family(kind_of(config))[0], LanguageModel):
+        raise ConfigError(
+            f"model.init_from: {spec.init_from} holds a {kind_of(config)} grid model; "
+            "fine-tuning from imported weights takes a language model"
+        )
+    return with_overrides(config, spec.overrides, "model.overrides")
 
 
 def _as_loaded(overrides: Mapping[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,14 @@ from attractor.core.atomic import atomic_write_json
 from attractor.core.provenance import provenance
 from attractor.core.typed_config import merge, to_data
 from attractor.data.puzzles import split_geometry
-from attractor.models import GridModel, Model, config_with, family, model_from_config
+from attractor.models import (
+    GridModel,
+    Model,
+    config_with,
+    family,
+    load_pretrained_with,
+    model_from_config,
+)
 from attractor.train.checkpoint import (
     load_training_state,
     rng_state,
@@ -51,7 +58,10 @@ TRAINING_RECORD = "training.json"
 
 def build_run_model(spec: ModelSpec, data: dict[str, Any] | None = None) -> Model:
     """The preset with `data`'s fields (a puzzle split's grid geometry), then the spec's
-    overrides on top (nested configs such as solvers as mappings)."""
+    overrides on top (nested configs such as solvers as mappings); with `spec.init_from`
+    the imported model, its config with the overrides on top."""
+    if spec.init_from is not None:
+        return load_pretrained_with(spec.init_from, spec.overrides)
     overrides = merge(data or {}, spec.overrides)
     return model_from_config(config_with(spec.preset, overrides, "model.overrides"))
 
@@ -62,7 +72,10 @@ def build_model_and_task(cfg: RunConfig, info: DistInfo) -> tuple[Model, Any]:
     and vocabulary come from the split)."""
     from attractor.models import PRESETS
 
-    if issubclass(family(PRESETS[cfg.model.preset][0])[0], GridModel):
+    grid = cfg.model.init_from is None and issubclass(
+        family(PRESETS[cfg.model.preset][0])[0], GridModel
+    )
+    if grid:
         model = build_run_model(cfg.model, split_geometry(cfg.data.source)).to(info.device)
         return model, PuzzleTask(cfg.data, info, model)
     model = build_run_model(cfg.model).to(info.device)
