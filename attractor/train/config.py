@@ -105,6 +105,7 @@ class LoopConfig:
     strategy: Literal["none", "ddp", "fsdp"] = "none"
     out_dir: str = "runs/default"
     progress: bool = True
+    compile: bool = False  # torch.compile each transformer block (attractor.train.compile)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -38,6 +38,7 @@ from attractor.train.checkpoint import (
     save_training_state,
     set_rng_state,
 )
+from attractor.train.compile import compile_blocks
 from attractor.train.config import ModelSpec, RunConfig
 from attractor.train.distributed import (
     DistInfo,
@@ -107,6 +108,8 @@ class Trainer:
         )
         torch.manual_seed(cfg.train.seed)
         self.raw, self.task = build_model_and_task(cfg, self.info)
+        if cfg.train.compile:  # the blocks only: the solver loop and its hooks stay eager
+            compile_blocks(self.raw)
         self.model = wrap_model(self.raw, cfg.train.strategy, self.info)
         self.opt = build_optimizer(self.raw, cfg.optim)
         self.ema = EMA(self.raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
