@@ -64,6 +64,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 --seeds 0,1 \
 		--work runs/reasoning_cpu_quick --name reasoning_cpu_quick
 	$(PY) benchmarks/cli_startup.py --repeats 10 --name cli_startup_quick
+	$(PY) benchmarks/gpu_check.py --device cpu --quick
 
 bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0
