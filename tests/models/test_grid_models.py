@@ -186,34 +186,41 @@ def test_reasoner_phantom_gradient_is_autograd_through_k_steps_from_the_preimage
     assert got["embed.tokens.weight"].abs().sum() > 0  # x reaches the graph through G
 
 
-def test_reasoner_depth_m_without_grad_is_m_applications_of_G():
-    model = reasoner(2).eval()
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_reasoner_depth_m_without_grad_is_m_plus_k_minus_1_applications_of_G(k):
+    """Without gradients the output is the value of the k phantom steps from the m-step
+    solve's pre-image, G^(m+k-1)(carry), as with them."""
+    model = reasoner(k).eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
         out = model(inputs, carry=carry, depth=4)
         x = model.embed(inputs)
         state = carry
-        for _ in range(4):
+        for _ in range(4 + k - 1):
             state = G(model, state, x)
         logits, _ = model.readout(state[:, 0])
     torch.testing.assert_close(out.logits, logits, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out.carry, state, rtol=1e-12, atol=1e-12)
 
 
-def test_reasoner_training_value_is_k_phantom_steps_past_the_preimage():
-    """With gradients, the output is the k recorded steps from the pre-image of the m-step
-    solve, G^(m+k-1)(carry) (value and gradient of one computation); without, G^m(carry)."""
-    model = reasoner(2).train()
+@pytest.mark.parametrize("depth", [None, 3])
+def test_reasoner_training_and_evaluation_decode_and_carry_the_same_state(depth):
+    """Issue 16: model.train() with gradients and model.eval() without them, same weights
+    and inputs, give the same logits and carried state for one supervision step (the
+    preset's own Anderson solve, or a fixed depth). Before, training decoded the phantom
+    steps' G^(m+1) and evaluation the solver's G^m."""
+    torch.manual_seed(0)
+    model = build_model("reasoner-cpu", **TINY).double()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
-    with_grad = model(inputs, carry=carry, depth=3)
+    trained = model.train()(inputs, carry=carry, depth=depth)
+    assert trained.logits.requires_grad
     with torch.no_grad():
-        without = model(inputs, carry=carry, depth=3)
-        x = model.embed(inputs)
-        states = [carry]
-        for _ in range(4):
-            states.append(G(model, states[-1], x))
-    torch.testing.assert_close(with_grad.carry, states[4], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(without.carry, states[3], rtol=1e-12, atol=1e-12)
+        evaluated = model.eval()(inputs, carry=carry, depth=depth)
+    assert trained.solver.iters == evaluated.solver.iters
+    torch.testing.assert_close(trained.logits.detach(), evaluated.logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(trained.halt_logits.detach(), evaluated.halt_logits,
+                               rtol=0, atol=1e-12)  # fmt: skip
+    torch.testing.assert_close(trained.carry, evaluated.carry, rtol=0, atol=1e-12)
 
 
 def test_reasoner_depth_0_decodes_the_carried_state():
