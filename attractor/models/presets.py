@@ -96,12 +96,12 @@ def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
     small = dict(dim=128, n_heads=4, positions="2d", n_sup=8)
     solver = SolverConfig("anderson", tol=1e-2, max_iter=6, min_iter=2)
     return {
-        "reasoner-cpu": (
+        "reasoner-joint-cpu": (
             "reasoner",
             dict(small, n_layers=2, fixed_point=_same_solver(solver)),
         ),
-        # the paper's scheme on reasoner-cpu's network, so that the two compare schemes
-        "reasoner-paper-cpu": (
+        # the paper's scheme on reasoner-joint-cpu's network, so that the two compare schemes
+        "reasoner-cpu": (
             "reasoner_nested",
             dict(small, n_layers=2, fixed_point=_same_solver(nested_solver(1e-2, 6, 2))),
         ),
@@ -165,11 +165,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "deq-cpu": ("deq", dict(vocab_size=4096, dim=256, n_heads=4, max_seq_len=512, n_layers=2)),
     # grid puzzles (section 2.3): width 512, 8 heads, SwiGLU; the grid size and vocabulary
     # come from the puzzle split at training time. "-cpu": the same shapes at width 128.
-    "reasoner-27m": ("reasoner", dict(n_layers=8)),
-    "reasoner-7m": ("reasoner", dict(n_layers=2)),
+    "reasoner-joint-27m": ("reasoner", dict(n_layers=8)),
+    "reasoner-joint-7m": ("reasoner", dict(n_layers=2)),
     # the paper's scheme and network (`attractor.models.reasoner_nested`, PAPER_GRID)
-    "reasoner-paper-27m": ("reasoner_nested", dict(PAPER_GRID, n_layers=8)),
-    "reasoner-paper-7m": ("reasoner_nested", dict(PAPER_GRID, n_layers=2)),
+    "reasoner-27m": ("reasoner_nested", dict(PAPER_GRID, n_layers=8)),
+    "reasoner-7m": ("reasoner_nested", dict(PAPER_GRID, n_layers=2)),
     "trm-27m": ("trm", dict(n_layers=8)),
     "trm-7m": ("trm", dict(n_layers=2)),
     "grid-transformer-27m": ("grid_transformer", dict(n_layers=8)),

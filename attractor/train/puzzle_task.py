@@ -42,7 +42,9 @@ class PuzzleTask:
             raise ValueError(
                 f"data.source: {err}. Make a split with `attractor data puzzles --out DIR`"
             ) from None
-        self.train = PuzzleDataset(train, record["kind"], augment=cfg.augment, seed=cfg.seed)
+        self.train = PuzzleDataset(
+            train, record["kind"], augment=cfg.augment, seed=cfg.seed, pool=cfg.augment_pool
+        )
         self.test = PuzzleDataset(test, record["kind"], augment=False)
         self.sampler = ShardedSampler(
             len(self.train), rank=info.rank, world_size=info.world_size, seed=cfg.seed

@@ -18,7 +18,7 @@ from attractor.models.pretrained import load_pretrained
 
 SIX = dict(side=6, box_rows=2, box_cols=3, vocab_size=8)  # 6 x 6 Sudoku: tokens 0..7
 TINY = dict(dim=32, n_heads=2, **SIX)
-GRID_CPU = ("reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu")
+GRID_CPU = ("reasoner-joint-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu")
 
 
 def tiny(preset: str, seed: int = 0, **fields):
@@ -129,9 +129,9 @@ PICARD = SolverConfig("picard", tol=0.0, max_iter=50)
 
 
 def reasoner(k: int = 2, **fields):
-    """The reasoner-cpu preset with Picard solves; its own backward (phantom) is kept."""
+    """The reasoner-joint-cpu preset with Picard solves; its own backward (phantom) is kept."""
     solve = dict(train_solver=PICARD, eval_solver=PICARD, backward_steps=k, damping=1.0)
-    model = tiny("reasoner-cpu", fixed_point=solve, **fields)
+    model = tiny("reasoner-joint-cpu", fixed_point=solve, **fields)
     assert model.config.fixed_point.backward == "phantom"
     return model.double()
 
@@ -210,7 +210,7 @@ def test_reasoner_training_and_evaluation_decode_and_carry_the_same_state(depth)
     preset's own Anderson solve, or a fixed depth). Before, training decoded the phantom
     steps' G^(m+1) and evaluation the solver's G^m."""
     torch.manual_seed(0)
-    model = build_model("reasoner-cpu", **TINY).double()
+    model = build_model("reasoner-joint-cpu", **TINY).double()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     trained = model.train()(inputs, carry=carry, depth=depth)
     assert trained.logits.requires_grad
@@ -366,20 +366,22 @@ def within(a: int, b: int, frac: float = 0.10) -> bool:
 
 def test_grid_presets_are_parameter_matched():
     counts = {n: preset_params(n) for n, (kind, _) in PRESETS.items() if n.endswith("-27m")}
-    counts |= {n: preset_params(n) for n in (*GRID_CPU, "trm-7m", "reasoner-7m")}
+    counts |= {n: preset_params(n) for n in (*GRID_CPU, "trm-7m", "reasoner-joint-7m")}
     for name in GRID_CPU:
-        assert within(counts[name], counts["reasoner-cpu"]), (name, counts)
+        assert within(counts[name], counts["reasoner-joint-cpu"]), (name, counts)
     big = [n for n in counts if n.endswith("-27m")]
-    assert {"reasoner-27m", "trm-27m", "grid-transformer-27m", "grid-attractor-27m"} <= set(big)
+    assert {"reasoner-joint-27m", "trm-27m", "grid-transformer-27m", "grid-attractor-27m"} <= set(
+        big
+    )
     for name in big:
-        assert within(counts[name], counts["reasoner-27m"]), (name, counts)
-    assert within(counts["trm-7m"], counts["reasoner-7m"])
+        assert within(counts[name], counts["reasoner-joint-27m"]), (name, counts)
+    assert within(counts["trm-7m"], counts["reasoner-joint-7m"])
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
-@pytest.mark.parametrize("preset", ["reasoner-cpu", "trm-cpu"])
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "trm-cpu"])
 def test_save_and_load_give_identical_logits(tmp_path, preset):
     model = tiny(preset).eval()
     model.save_pretrained(str(tmp_path))

@@ -19,11 +19,11 @@ H, K = 3, 2  # cycles, phantom z-steps
 
 
 def nested(solver=None, seed: int = 0, **fields):
-    """reasoner-paper-cpu at width 32 in float64, with `solver` in training and evaluation."""
+    """reasoner-cpu at width 32 in float64, with `solver` in training and evaluation."""
     torch.manual_seed(seed)
     if solver is not None:
         fields["fixed_point"] = dict(train_solver=solver, eval_solver=solver)
-    model = build_model("reasoner-paper-cpu", **{**TINY, **fields}).double()
+    model = build_model("reasoner-cpu", **{**TINY, **fields}).double()
     assert model.config.cycles == fields.get("cycles", H)
     assert model.config.fixed_point.backward_steps == K
     return model
@@ -216,11 +216,11 @@ def test_depth_0_decodes_the_carried_state():
 
 
 def test_the_scheme_needs_a_phantom_backward_and_a_cycle():
-    where = "^reasoner-paper-cpu: reasoner_nested: "
+    where = "^reasoner-cpu: reasoner_nested: "
     with pytest.raises(ValueError, match=where + "the scheme .* fixed_point.backward to phantom"):
-        build_model("reasoner-paper-cpu", fixed_point=dict(backward="jfb"))
+        build_model("reasoner-cpu", fixed_point=dict(backward="jfb"))
     with pytest.raises(ValueError, match=where + r"cycles \(H\) must be at least 1, got 0$"):
-        build_model("reasoner-paper-cpu", cycles=0)
+        build_model("reasoner-cpu", cycles=0)
 
 
 # ----------------------------------------------------------------------------- the paper preset
@@ -236,9 +236,9 @@ def reference_params(vocab: int, layers: int, dim: int = 512, hidden: int = 1536
 @pytest.mark.parametrize(
     ("preset", "layers", "geometry"),
     [
-        ("reasoner-paper-27m", 8, dict(vocab_size=11, side=9, box_rows=3, box_cols=3)),
-        ("reasoner-paper-27m", 8, dict(vocab_size=6, side=30, box_rows=0, box_cols=0)),
-        ("reasoner-paper-7m", 2, dict(vocab_size=11, side=9, box_rows=3, box_cols=3)),
+        ("reasoner-27m", 8, dict(vocab_size=11, side=9, box_rows=3, box_cols=3)),
+        ("reasoner-27m", 8, dict(vocab_size=6, side=30, box_rows=0, box_cols=0)),
+        ("reasoner-7m", 2, dict(vocab_size=11, side=9, box_rows=3, box_cols=3)),
     ],
 )
 def test_paper_preset_counts_the_reference_parameters(preset, layers, geometry):
@@ -253,11 +253,13 @@ def test_paper_preset_counts_the_reference_parameters(preset, layers, geometry):
 
 def test_paper_preset_network_is_the_references():
     torch.manual_seed(0)
-    model = build_model("reasoner-paper-7m")
+    model = build_model("reasoner-7m")
     names = dict(model.named_parameters())
     assert not any("norm" in n for n in names)  # RMSNorms without gains, none before the logits
-    assert not any(n.startswith("embed.") and n not in ("embed.tokens.weight", "embed.puzzle.weight")
-                   for n in names)  # fmt: skip  (rotary only: no position tables)
+    assert not any(
+        n.startswith("embed.") and n not in ("embed.tokens.weight", "embed.puzzle.weight")
+        for n in names
+    )  # fmt: skip  (rotary only: no position tables)
     block = model.net.blocks[0]
     assert block.norm1.eps == 1e-5 and block.norm1.weight is None
     assert model.config.qk_norm == "none" and block.attn.q_norm is None

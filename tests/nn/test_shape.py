@@ -168,7 +168,10 @@ def test_set_optim_group_declares_the_group_and_rejects_unknown_ones():
         assert set_optim_group(layer, group) is layer and declared_group(layer) == group
     with pytest.raises(ValueError) as err:
         set_optim_group(layer, "sgd")
-    assert str(err.value) == "optim group: unknown 'sgd'; choose one of muon, adamw, embed, head, signsgd"
+    assert (
+        str(err.value)
+        == "optim group: unknown 'sgd'; choose one of muon, adamw, embed, head, signsgd"
+    )
     assert declared_group(layer) == "head"  # the rejected call changed nothing
 
 

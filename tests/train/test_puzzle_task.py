@@ -38,7 +38,7 @@ def split(tmp_path_factory):
     return directory
 
 
-def tiny(split, preset: str = "reasoner-cpu", **fields):
+def tiny(split, preset: str = "reasoner-joint-cpu", **fields):
     torch.manual_seed(0)
     return build_model(preset, **TINY, **split_geometry(str(split)), **fields)
 
@@ -395,7 +395,7 @@ def test_evaluate_equals_a_direct_count_of_the_predictions(split):
 
 
 def test_a_source_without_a_split_names_the_command(tmp_path):
-    model = build_model("reasoner-cpu", **TINY, side=6, box_rows=2, box_cols=3, vocab_size=8)
+    model = build_model("reasoner-joint-cpu", **TINY, side=6, box_rows=2, box_cols=3, vocab_size=8)
     with pytest.raises(ValueError, match="attractor data puzzles"):
         PuzzleTask(DataConfig(source=str(tmp_path), batch_size=2), CPU, model)
     with pytest.raises(ValueError, match="attractor data puzzles"):
@@ -409,7 +409,7 @@ def run_config(split, out_dir, steps: int, *extra: str):
     return load_config(
         None,
         [
-            "model.preset=reasoner-cpu",
+            "model.preset=reasoner-joint-cpu",
             "model.overrides={'dim': 32, 'n_heads': 2, 'n_sup': 2}",
             f"data.source={split}",
             "data.batch_size=4",
@@ -482,7 +482,7 @@ def _ddp_puzzle_worker(rank: int, init_file: str, split: str, out_dir: str, pres
     teardown_distributed()
 
 
-@pytest.mark.parametrize("preset", ["reasoner-cpu", "grid-transformer-cpu"])
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "grid-transformer-cpu"])
 def test_ddp_trains_a_puzzle_model_on_two_processes(split, tmp_path, preset):
     """Every parameter gets a gradient (DDP would stop otherwise), the ranks stay in step,
     and the evaluation is reduced over both ranks: rank r scores test puzzles r and r + 2."""
