@@ -70,7 +70,8 @@ bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0
 	$(PY) benchmarks/solver_vs_torchdeq.py --repeats 7
 
-# Reasoner vs TRM vs Transformer vs bidirectional attractor, equal parameters and wall clock.
+# Both reasoner schemes vs TRM vs Transformer vs bidirectional attractor, equal parameters
+# and wall clock.
 bench-reasoning: $(STAMP)
 	$(PY) benchmarks/reasoning_cpu.py
 

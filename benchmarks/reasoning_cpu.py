@@ -48,7 +48,14 @@ from attractor.eval.puzzle_metrics import evaluate_puzzles  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
-MODELS = ["reasoner-joint-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu"]
+# the paper's reasoner scheme and ours (joint), on the same network, then the baselines
+MODELS = [
+    "reasoner-cpu",
+    "reasoner-joint-cpu",
+    "trm-cpu",
+    "grid-transformer-cpu",
+    "grid-attractor-cpu",
+]
 
 # task -> (config, how to make its split)
 TASKS: dict[str, tuple[str, Any]] = {

@@ -1,11 +1,12 @@
 """`attractor demo`: learn 6 x 6 Sudoku on a CPU; `attractor demo solver`: a small fixed point.
 
 `sudoku_demo` is the project's main job end to end, on data it makes itself: generate a
-seeded split of minimal 6 x 6 puzzles, train `reasoner-joint-cpu` through the shared trainer for
-a fixed wall-clock budget (the packaged config sudoku6-cpu), then evaluate the exported
-(EMA) model on the 1000 held-out puzzles at its own depth and with the solver cut to
-T = 0, 1, 2, 4, 6 iterations per supervision step, and draw accuracy against depth. It
-works from any directory: the config ships with the package.
+seeded split of minimal 6 x 6 puzzles, train `reasoner-joint-cpu` (our joint reasoner)
+through the shared trainer for a fixed wall-clock budget (the packaged config
+sudoku6-cpu), then evaluate the exported (EMA) model on the 1000 held-out puzzles at its
+own depth and with the solver cut to T = 0, 1, 2, 4, 6 iterations per supervision step,
+and draw accuracy against depth. It works from any directory: the config ships with the
+package.
 
 `solver_demo` prints Picard against Anderson on the attractor-head fixed point of
 `attractor.nn.block_problem`.

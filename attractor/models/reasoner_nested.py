@@ -20,7 +20,10 @@ The reference's solve: Anderson with m = 5, stopped once the batch maximum of
 iterate, the pre-image of its last evaluation (our `relative_to="image"`,
 `return_last=True`; it has no noise-floor rule: `stall_patience=0`). Our Anderson mixes
 only the history slots it has filled; the reference's shifts its buffer before it is full,
-so empty (zero) slots enter its mixing (docs/method.md section 2.2).
+so empty (zero) slots enter its mixing (docs/method.md sections 2.2 and 5.1).
+
+Presets: `reasoner-27m` and `reasoner-7m` (the paper's network, `presets.PAPER_GRID`), and
+`reasoner-cpu`, the scheme on the small network of `reasoner-joint-cpu`.
 """
 
 from __future__ import annotations

@@ -103,6 +103,14 @@ def newton_schulz(G: Tensor, steps: int = 5) -> Tensor:
     return X.to(G.dtype)
 
 
+def _closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """`torch.optim.Optimizer.step`'s closure protocol: re-evaluate the loss with autograd."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Muon(torch.optim.Optimizer):
     """MomentUm Orthogonalized by Newton-Schulz (Jordan et al. 2024), for 2-D weights only.
 
@@ -149,10 +157,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -193,10 +198,7 @@ class SignSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
@@ -272,10 +274,7 @@ class CombinedOptimizer:
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One step of every optimizer; `closure` (re-evaluating the loss) runs once."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for opt in self.optimizers.values():
             opt.step()
         return loss

@@ -223,8 +223,10 @@ def test_reasoner_training_and_evaluation_decode_and_carry_the_same_state(depth)
     torch.testing.assert_close(trained.carry, evaluated.carry, rtol=0, atol=1e-12)
 
 
-def test_reasoner_depth_0_decodes_the_carried_state():
-    model = reasoner().eval()
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "reasoner-cpu"])
+def test_reasoner_depth_0_decodes_the_carried_state(preset):
+    """Both schemes (ours, the paper's): depth 0 runs no solve and decodes y of the carry."""
+    model = tiny(preset).double().eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
         out = model(inputs, carry=carry, depth=0)

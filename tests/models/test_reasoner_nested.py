@@ -204,17 +204,6 @@ def test_training_and_evaluation_decode_and_carry_the_same_state():
     torch.testing.assert_close(trained.carry, evaluated.carry, rtol=0, atol=1e-12)
 
 
-def test_depth_0_decodes_the_carried_state():
-    model = nested().eval()
-    inputs, carry = puzzle_inputs(), random_carry(model)
-    with torch.no_grad():
-        out = model(inputs, carry=carry, depth=0)
-        logits, halt = model.readout(carry[:, 0])
-    assert out.solver is None and out.depth == 0
-    torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
-    torch.testing.assert_close(out.carry, carry, rtol=0, atol=0)
-
-
 def test_the_scheme_needs_a_phantom_backward_and_a_cycle():
     where = "^reasoner-cpu: reasoner_nested: "
     with pytest.raises(ValueError, match=where + "the scheme .* fixed_point.backward to phantom"):
