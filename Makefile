@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Generate 6x6 Sudoku, train reasoner-cpu for 10 minutes, evaluate 1000 held-out puzzles.
+# Generate 6x6 Sudoku, train reasoner-joint-cpu for 10 minutes, evaluate 1000 held-out puzzles.
 demo: $(STAMP)
 	.venv/bin/attractor demo
 
@@ -70,7 +70,8 @@ bench-solver: $(STAMP)
 	$(PIP) install -q torchdeq==0.1.0
 	$(PY) benchmarks/solver_vs_torchdeq.py --repeats 7
 
-# Reasoner vs TRM vs Transformer vs bidirectional attractor, equal parameters and wall clock.
+# Both reasoner schemes vs TRM vs Transformer vs bidirectional attractor, equal parameters
+# and wall clock.
 bench-reasoning: $(STAMP)
 	$(PY) benchmarks/reasoning_cpu.py
 

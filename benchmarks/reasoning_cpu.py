@@ -16,7 +16,7 @@ mean over seeds, with each seed's run kept beside them.
 
     python benchmarks/reasoning_cpu.py                       # all tasks, 20 minutes a model
     python benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 5 --name reasoning_quick
-    python benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --models reasoner-cpu,trm-cpu \
+    python benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --models reasoner-joint-cpu,trm-cpu \
         --minutes 10 --seeds 0,1,2 --name reasoning_cpu_sudoku6_seeds
 """
 
@@ -48,7 +48,14 @@ from attractor.eval.puzzle_metrics import evaluate_puzzles  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
 
-MODELS = ["reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu"]
+# the paper's reasoner scheme and ours (joint), on the same network, then the baselines
+MODELS = [
+    "reasoner-cpu",
+    "reasoner-joint-cpu",
+    "trm-cpu",
+    "grid-transformer-cpu",
+    "grid-attractor-cpu",
+]
 
 # task -> (config, how to make its split)
 TASKS: dict[str, tuple[str, Any]] = {

@@ -72,7 +72,7 @@ def tiny_attractor(tiny_lm: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def tiny_reasoner() -> Callable[..., Any]:
     """`tiny_reasoner(side=6, box_rows=2, box_cols=3, vocab_size=8)`: an untrained, seeded
-    width-32, one-block reasoner (from reasoner-cpu): 2 supervision steps, each solve
+    width-32, one-block reasoner (from reasoner-joint-cpu): 2 supervision steps, each solve
     Anderson to 1e-2 in 1 to 3 iterations. A maze is side=N, box_rows=box_cols=0."""
     import torch
 
@@ -84,7 +84,7 @@ def tiny_reasoner() -> Callable[..., Any]:
     def make(side: int = 6, box_rows: int = 2, box_cols: int = 3, vocab_size: int = 8) -> Any:
         torch.manual_seed(0)
         return build_model(
-            "reasoner-cpu",
+            "reasoner-joint-cpu",
             side=side,
             box_rows=box_rows,
             box_cols=box_cols,

@@ -4,6 +4,7 @@
     attractor data puzzles --kind maze --size 12 --out data/maze12
     attractor data puzzles --kind sudoku --train-csv train.csv --test-csv test.csv \
         --out data/sudoku-extreme            # 1000 seeded from a public file, all its tests
+        [--select reference]                 # the paper's 1000 rows instead
 
 The split (train.csv, test.csv, split.json; `attractor.data.puzzles.save_split`) is built in
 a hidden folder beside --out and moved into place when complete, so a failed or interrupted
@@ -119,7 +120,8 @@ def _csv_plan(args: argparse.Namespace) -> dict[str, Any]:
             f"{', '.join(wrong)}: generator options; with --train-csv the puzzles come "
             "from the files"
         )
-    return dict(train_csv=args.train_csv, test_csv=args.test_csv, kind=args.kind)
+    select = args.select or "seeded"
+    return dict(train_csv=args.train_csv, test_csv=args.test_csv, kind=args.kind, select=select)
 
 
 def plan_split(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +132,8 @@ def plan_split(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--kind: unknown puzzle kind {args.kind!r}; use sudoku or maze")
     _check_counts(args)
     n_train = 1000 if args.n_train is None else args.n_train
+    if args.select is not None and args.train_csv is None:
+        raise ValueError("--select chooses rows of --train-csv; give --train-csv and --test-csv")
     if args.train_csv is not None or args.test_csv is not None:
         return dict(_csv_plan(args), n_train=n_train, n_test=args.n_test, seed=args.seed)
     plan = _sudoku_plan(args) if args.kind == "sudoku" else _maze_plan(args)

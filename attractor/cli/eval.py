@@ -30,7 +30,11 @@ from attractor.models.grid_metrics import supervision_steps
 
 
 def _format_puzzles(row: dict[str, Any], halt: bool = True) -> str:
-    parts = [f"exact {100 * row['exact_acc']:.2f}%", f"cells {100 * row['cell_acc']:.2f}%"]
+    parts = [
+        f"exact {100 * row['exact_acc']:.2f}%",
+        f"cells {100 * row['cell_acc']:.2f}% of the blanks",
+        f"{100 * row['cell_acc_all']:.2f}% of all cells",
+    ]
     if halt:
         parts.append(
             f"halt step {row['halt_step']:.2f} (exact there {100 * row['halt_exact_acc']:.2f}%)"
@@ -38,6 +42,15 @@ def _format_puzzles(row: dict[str, Any], halt: bool = True) -> str:
     if "solver_iters" in row:
         parts.append(f"solver iters {row['solver_iters']:.2f}/step")
     return ", ".join(parts)
+
+
+def weights_label(record: dict[str, Any]) -> str:
+    """Which weights an exported model holds, from its training.json: "EMA weights (decay
+    d)", "raw weights" (trained without EMA), or "weights as saved" (no record)."""
+    if "ema_decay" not in record:
+        return "weights as saved"
+    decay = record["ema_decay"]
+    return f"EMA weights (decay {decay:g})" if decay else "raw weights"
 
 
 def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,9 +74,10 @@ def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
     split = "train" if args.split == "train" else "test"
     n_sup = supervision_steps(model)
     at = "" if args.depth is None else f", T={args.depth}"
+    weights = weights_label(training_record(args.checkpoint))
     print(
         f"{args.data} {split} ({default['puzzles']} {side}x{side} {data.kind}, {n_sup} "
-        f"supervision steps{at}): {_format_puzzles(default)}"
+        f"supervision steps{at}, eval mode, {weights}): {_format_puzzles(default)}"
     )
     for row in result["depth"]:
         print(f"T={row['T']:<4d} {_format_puzzles(row, halt=False)}")
@@ -75,6 +89,7 @@ def _run_puzzle_eval(args: argparse.Namespace) -> dict[str, Any]:
         "fixed_depth": args.depth,
         "T_max": t_max,
         "n_sup": n_sup,
+        "weights": weights,
         "data": info,
         "model": model_summary(model, args.checkpoint),
     }

@@ -112,6 +112,12 @@ def _data_puzzles(kinds: argparse._SubParsersAction) -> None:
     f = p.add_argument_group("from public files (Sudoku-Extreme, Maze-Hard CSV)")
     f.add_argument("--train-csv", help="draw --n-train puzzles from this file (seeded)")
     f.add_argument("--test-csv", help="the test puzzles: the first --n-test of this file")
+    f.add_argument(
+        "--select",
+        choices=("seeded", "reference"),
+        help="training rows: seeded (default; distinct questions, --seed) or reference (the "
+        "paper's builders: numpy.random.seed(0), numpy.random.choice(N, 1000, replace=False))",
+    )
     s = p.add_argument_group("sudoku")
     s.add_argument("--box", help="box shape: 2x2 (4x4 grid), 2x3 (6x6, default) or 3x3 (9x9)")
     s.add_argument("--minimal", action="store_true", help="remove givens until none can go")

@@ -5,14 +5,20 @@ tensors: ``inputs`` the flattened question, ``labels`` the flattened answer. Wit
 ``augment=True`` example i of epoch e is transformed by a validity-preserving augmentation
 (`sudoku_generate.augment`, `maze.augment`) drawn from ``np.random.default_rng([seed, e,
 i])``, so the same (seed, epoch, index) always gives the same grid, and a new epoch gives a
-new one.
+new one. With ``pool=N`` each puzzle instead has a fixed pool of N augmented versions plus
+the original, and each epoch draws one of those N + 1 (the paper's data: TRM's builders
+store 1000 Sudoku shuffles plus the original, and a maze's 8 dihedral versions, and its
+sampler takes one version of each puzzle an epoch).
 
-The public builders (Sudoku-Extreme, Maze-Hard) subsample their 1k training sets without a
-seed, so their splits cannot be reproduced. Ours can: `make_split` draws disjoint train and
-test sets from a numpy permutation of the distinct questions, and returns a record (seed,
-counts, chosen indices, a hash of each chosen question). `save_split` writes train.csv,
-test.csv and split.json atomically, the JSON also holding each CSV's sha256; `load_split`
-reads them back and refuses files that changed since.
+Splits: `make_split` draws disjoint train and test sets from a numpy permutation of the
+distinct questions, and returns a record (seed, counts, chosen indices, a hash of each
+chosen question). `split_from_csv` reads the public files; ``select="reference"`` keeps
+exactly the training rows the paper's data builders keep (TRM's build_sudoku_dataset.py
+and build_maze_dataset.py, which the paper's puzzle code uses: ``numpy.random.seed(0)``,
+then ``numpy.random.choice(N, 1000, replace=False)`` over the N rows of the training CSV,
+every row when N <= 1000; `reference_rows`). `save_split` writes train.csv, test.csv and
+split.json atomically, the JSON also holding each CSV's sha256; `load_split` reads them back
+and refuses files that changed since.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from attractor.core.atomic import atomic_write_json
 from attractor.data import maze, sudoku, sudoku_generate
 
 KINDS = ("sudoku", "maze")
+SELECTIONS = ("seeded", "reference")  # `split_from_csv`
+MAZE_SYMMETRIES = 7  # a maze's dihedral versions besides itself: the largest maze pool
 Example = sudoku.Puzzle | maze.Maze
 
 # ----------------------------------------------------------------------------- per-kind helpers
@@ -88,15 +96,27 @@ class PuzzleDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, examples: list[Example], kind: str, augment: bool = True, seed: int = 0
+        self,
+        examples: list[Example],
+        kind: str,
+        augment: bool = True,
+        seed: int = 0,
+        pool: int = 0,
     ) -> None:
         self.kind = _check_kind(kind)
         for ex in examples[:1]:
             if kind_of(ex) != kind:
                 raise ValueError(f"puzzles: kind {kind!r} but the examples are {kind_of(ex)!r}")
+        if pool < 0 or (kind == "maze" and pool > MAZE_SYMMETRIES):
+            allowed = f"in 0..{MAZE_SYMMETRIES} for mazes" if kind == "maze" else ">= 0"
+            raise ValueError(
+                f"puzzles: pool must be {allowed}, got {pool}; 0 draws a fresh augmentation "
+                f"every epoch, {MAZE_SYMMETRIES} gives a maze all 8 dihedral versions"
+            )
         self.examples = list(examples)
         self.augment = augment
         self.seed = seed
+        self.pool = pool
         self.epoch = 0
 
     @classmethod
@@ -150,14 +170,28 @@ class PuzzleDataset(torch.utils.data.Dataset):
         return len(self.examples)
 
     def grids(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The (question, answer) grids of example ``index`` after this epoch's augmentation."""
+        """The (question, answer) grids of example ``index`` after this epoch's augmentation:
+        a fresh one, or (``pool``) version v of its pool, v drawn uniformly from 0..pool."""
         ex = self.examples[index]
-        question, answer = ex.question, ex.answer
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+        if not self.augment:
+            return ex.question, ex.answer
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if not self.pool:
             aug = sudoku_generate.augment if self.kind == "sudoku" else maze.augment
-            question, answer = aug(question, answer, rng)
-        return question, answer
+            return aug(ex.question, ex.answer, rng)
+        return self.pool_version(index, int(rng.integers(self.pool + 1)))
+
+    def pool_version(self, index: int, version: int) -> tuple[np.ndarray, np.ndarray]:
+        """Version 0..pool of example ``index``'s fixed pool: 0 the original; a maze's v its
+        v-th dihedral transform; a Sudoku's v the augmentation drawn from the seed sequence
+        (seed, spawn key (index, v)), the same every epoch."""
+        ex = self.examples[index]
+        if version == 0:
+            return ex.question, ex.answer
+        if self.kind == "maze":
+            return maze.dihedral(ex.question, version), maze.dihedral(ex.answer, version)
+        seq = np.random.SeedSequence(self.seed, spawn_key=(index, version))
+        return sudoku_generate.augment(ex.question, ex.answer, np.random.default_rng(seq))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
@@ -345,6 +379,22 @@ def build_maze_split(
     return record
 
 
+def reference_rows(n_rows: int, n_train: int, seed: int = 0) -> list[int]:
+    """The training rows the paper's data builders keep from a CSV of ``n_rows`` rows:
+    ``numpy.random.seed(seed)`` (0 there), then ``numpy.random.choice(n_rows, n_train,
+    replace=False)`` when n_train < n_rows, else every row in file order (TRM's
+    build_sudoku_dataset.py / build_maze_dataset.py)."""
+    if n_train > n_rows:
+        raise ValueError(
+            f"puzzles: asked for {n_train} training puzzles but the file has {n_rows} rows; "
+            "ask for fewer"
+        )
+    if n_train == n_rows:
+        return list(range(n_rows))
+    legacy = np.random.RandomState(seed)  # the generator numpy.random.seed seeds
+    return legacy.choice(n_rows, n_train, replace=False).tolist()
+
+
 def split_from_csv(
     out_dir: str | os.PathLike,
     train_csv: str | os.PathLike,
@@ -353,14 +403,35 @@ def split_from_csv(
     n_train: int = 1000,
     n_test: int | None = None,
     seed: int = 0,
+    select: str = "seeded",
 ) -> dict[str, Any]:
     """A recorded split from public CSV files (Sudoku-Extreme, Maze-Hard): ``n_train``
-    questions drawn from train_csv by a seeded permutation, the first ``n_test`` (default:
-    all) of test_csv; saved like a generated split. Returns the record."""
-    train, _, record = make_split(read_examples(train_csv, kind), n_train, 0, seed)
+    training questions, and the first ``n_test`` (default: all) of test_csv; saved like a
+    generated split. Returns the record.
+
+    ``select="seeded"`` draws the distinct questions by a seeded permutation (`make_split`);
+    ``"reference"`` keeps the rows the paper's builders keep (`reference_rows`, repeats and
+    all)."""
+    if select not in SELECTIONS:
+        raise ValueError(f"puzzles: select {select!r} is not one of {', '.join(SELECTIONS)}")
+    examples = read_examples(train_csv, kind)
+    if select == "seeded":
+        train, _, record = make_split(examples, n_train, 0, seed)
+    else:
+        rows = reference_rows(len(examples), n_train, seed)
+        train = [examples[i] for i in rows]
+        record = {
+            "kind": kind,
+            "seed": int(seed),
+            "n_examples": len(examples),
+            "n_train": len(train),
+            "train_indices": rows,
+            "train_hashes": [question_hash(ex) for ex in train],
+        }
     test = read_examples(test_csv, kind)
     test = test[: len(test) if n_test is None else n_test]
     record.update(
+        select=select,
         n_test=len(test),
         test_indices=list(range(len(test))),
         test_hashes=[question_hash(ex) for ex in test],

@@ -4,10 +4,10 @@ At y* = f(y*), with v = dL/dy* and J = df/dy at y*, the implicit function theore
     dL/dtheta = u^T df/dtheta,   u = (I - J^T)^-1 v
 for every tensor theta that f closes over (DEQ, Bai et al. 2019). The forward solve runs
 without autograd; then one application z = f(y_k) is recorded with autograd at the solver's
-pre-image y_k (the iterate whose image is the returned y*, so z equals y* exactly and the
-value does not depend on whether gradients are on; phantom with k > 1 is the exception,
-below). Gradients reach parameters through the ordinary graph (and through DDP's hooks).
-A hook on z swaps the incoming v for an approximation of u:
+pre-image y_k (the iterate whose image is the returned y*, so z equals y* exactly).
+The value never depends on whether gradients are on: what training decodes and carries is
+what evaluation does. Gradients reach parameters through the ordinary graph (and through
+DDP's hooks). A hook on z swaps the incoming v for an approximation of u:
 
 - ``jfb``      u ~ v                         (Jacobian-free backprop, Fung et al. 2022)
 - ``neumann``  u ~ v + clip(J^T v)           (two Neumann terms, J^T v optionally clipped
@@ -16,8 +16,9 @@ A hook on z swaps the incoming v for an approximation of u:
 - ``phantom``  k damped steps y <- (1-a) y + a f(y) from y_k, backpropagated by autograd
                (phantom gradients, Geng et al. 2021). The value is that of the k steps
                (y* itself when k = 1 and a = 1): a loss on it gets the exact gradient of
-               the computation it sees, even when the solver stopped short of y*. Training
-               then sees up to k - 1 more steps than evaluation, as in torchdeq.
+               the computation it sees, even when the solver stopped short of y*. Without
+               gradients the same k steps run (torchdeq returns y* there instead, so its
+               training sees up to k - 1 more steps than its evaluation; we do not).
 
 Memory holds one application of f (k for phantom), whatever the number of solver steps.
 The hooks count the vector-Jacobian products they run in ``stats.backward_iters``, so that
@@ -51,7 +52,8 @@ def fixed_point(
 
     ``backward_steps`` and ``damping`` configure ``phantom`` (k and a); ``neumann_clip``
     is c in |J^T v| <= c |v| (None: no clip); ``adjoint`` is the solver for u = J^T u + v (default:
-    Anderson, tol 1e-6, 64 iterations). Under ``torch.no_grad()`` only the solve runs.
+    Anderson, tol 1e-6, 64 iterations). Under ``torch.no_grad()`` only the solve runs (and
+    phantom's k steps, whose value the result is).
     The fixed point does not depend on where the solver starts, so y0 receives a zero
     gradient through the start; it receives a real one when f closes over it. With zero
     iterations (``cfg.max_iter = 0``, a depth of 0) the result is y0 itself, with and
@@ -62,6 +64,8 @@ def fixed_point(
     if stats.iters == 0:  # no f-evaluation (max_iter = 0, depth 0): the result is y0 itself
         return y0, stats
     if not torch.is_grad_enabled():
+        if backward == "phantom":  # the value of the k steps, as with gradients
+            return _phantom_value(f, y_star, y_pre, backward_steps, damping), stats
         return y_star, stats
     y_pre = y_pre.detach()  # y* = f(y_pre): recording f(y_pre) reproduces y* exactly
     if backward == "phantom":
@@ -97,6 +101,14 @@ def _phantom(f: Map, y: Tensor, steps: int, a: float) -> Tensor:
         fy = f(y).to(y.dtype)
         y = fy if a == 1.0 else torch.lerp(y, fy, a)
     return y
+
+
+def _phantom_value(f: Map, y_star: Tensor, y_pre: Tensor, steps: int, a: float) -> Tensor:
+    """`_phantom`'s value without a graph; undamped, its first step is y* = f(y_k) itself,
+    which the solver has already computed."""
+    if a == 1.0:
+        return _phantom(f, y_star, steps - 1, a)
+    return _phantom(f, y_pre, steps, a)
 
 
 def default_adjoint() -> SolverConfig:

@@ -2,8 +2,9 @@
 section 2.2).
 
 `solve` owns everything the methods share: evaluating f, the per-sample relative residual
-``|f(y) - y| / |y|``, keeping the lowest-residual iterate, the stopping rule, the noise-floor
-(stall) and divergence guards and the residual trace. A method (`AndersonStep`,
+``|f(y) - y| / |y|`` (or ``/ |f(y)|``, `SolverConfig.relative_to`), keeping the
+lowest-residual iterate, the stopping rule, the noise-floor (stall) and divergence guards
+and the residual trace. A method (`AndersonStep`,
 `PicardStep`, `BroydenStep`, one a file) only proposes the next iterate from the newest pair
 (y, f(y)).
 
@@ -127,7 +128,7 @@ def solve_with_preimage(
         fy = fy.to(work)
         with no_autocast:  # f runs under the caller's autocast; the solver's arithmetic never
             g, gn = step.residual(y, fy)
-        r, bad, yn_bad = _relative(gn, y, cfg, first=iters == 0)
+        r, bad, yn_bad = _relative(gn, y, fy, cfg, first=iters == 0)
         if iters == 0:
             start_bad = yn_bad
         if active is None:
@@ -188,17 +189,19 @@ def solve_with_preimage(
 
 
 def _relative(
-    gn: Tensor, y: Tensor, cfg: SolverConfig, first: bool
+    gn: Tensor, y: Tensor, fy: Tensor, cfg: SolverConfig, first: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample r = |g| / |y|, the divergence flag, and whether any |y| is non-finite.
+    """Per-sample r = |g| / |y| (or |g| / |f(y)| with relative_to="image"), the divergence
+    flag, and whether any |y| is non-finite.
 
-    |y| = 0 (a zero start) gives r = inf without counting as divergence; a non-finite |g|
-    does, and so does r > ``cfg.diverge_above`` after the first step. A non-finite |y| at the
-    first step means a non-finite y0: bad input, raised when the host next reads the device
-    (instead of a separate pass over y0 and a sync of its own).
+    A zero denominator (a zero start) gives r = inf without counting as divergence; a
+    non-finite |g| does, and so does r > ``cfg.diverge_above`` after the first step. A
+    non-finite |y| at the first step means a non-finite y0: bad input, raised when the host
+    next reads the device (instead of a separate pass over y0 and a sync of its own).
     """
     yn = sample_norm(y).to(gn.dtype)
-    r = gn / yn.clamp_min(torch.finfo(gn.dtype).tiny)
+    ref = yn if cfg.relative_to == "iterate" else sample_norm(fy).to(gn.dtype)
+    r = gn / ref.clamp_min(torch.finfo(gn.dtype).tiny)
     bad = ~torch.isfinite(gn)
     if not first:
         bad |= r > cfg.diverge_above

@@ -27,7 +27,10 @@ class SolverConfig:
     """How to find y* = f(y*).
 
     method: "anderson" | "picard" | "broyden".
-    tol: stop when every sample's relative residual |f(y)-y|/|y| is below it.
+    tol: stop when every sample's relative residual is below it, i.e. when the batch
+        maximum is (with freeze_converged off, the batch iterates as one).
+    relative_to: the residual's denominator: "iterate", |f(y)-y|/|y| (ours), or "image",
+        |f(y)-y|/|f(y)| (the paper's puzzle code, github jacobfa/Attractor, trm_deq.py).
     max_iter / min_iter: bounds on the number of f-evaluations.
     history: memory m of Anderson and Broyden.
     mixing: Anderson's beta (1.0 = undamped); Picard's damping a in y <- (1-a) y + a f(y).
@@ -50,6 +53,7 @@ class SolverConfig:
 
     method: Literal["anderson", "picard", "broyden"] = "anderson"
     tol: float = 1e-4
+    relative_to: Literal["iterate", "image"] = "iterate"
     max_iter: int = 32
     min_iter: int = 0
     history: int = 5

@@ -12,6 +12,7 @@ from attractor.models import (  # noqa: F401  (each registers its family)
     grid_transformer,
     looped,
     reasoner,
+    reasoner_nested,
     trm,
 )
 from attractor.models.base import Model

@@ -1,14 +1,21 @@
 """What every grid-puzzle model shares (docs/method.md section 2.4).
 
 A grid model reads a flattened puzzle of L cells (token ids, `attractor.data.puzzles`) and
-predicts every cell at once. Its input x is the embedded grid behind a learned prefix of
-P positions; the halting logit is read at prefix position 0. Positions are either the
-paper's 1-D learned table or 2-D structural embeddings (row + column, + box for Sudoku):
+predicts every cell at once. Its input x is the embedded grid behind a prefix of P
+positions; the halting logit is read at prefix position 0. Every attention layer rotates
+queries and keys by their sequence position (rotary); on top of that, positions are a
+learned 1-D table over the cells (ours: "1d"), 2-D structural embeddings (row + column,
++ box for Sudoku: "2d"), or nothing ("none": rotary only, as the paper's puzzle code):
 
     x_i = s * (E[t_i] + pos_i),   pos_i = R[row_i] + C[col_i] + X[box_i]   (2-D)
 
 with s = sqrt(C) and every table initialised N(0, 1 / C) (TRM's embedding scale), so
 positions start as loud as tokens: a grid's structure is most of what a solver needs.
+The prefix is P learned vectors ("learned", ours), or TRM's puzzle-embedding prefix
+("puzzle", the paper's code): slot 0 the puzzle embedding, initialised at zero and
+trained by sign descent (optimizer group "signsgd"), slots 1..P-1 zero. The paper's data
+builders give every Sudoku and Maze puzzle the same identifier, 0, so that embedding is
+one learned vector shared by all puzzles (`PuzzleEmbedding`).
 
 Recurrent models (the reasoner, TRM) carry a latent state from one supervision step to
 the next (`initial_carry`, `GridOutput.carry`); the others predict from scratch each time.
@@ -54,10 +61,13 @@ class GridConfig(TransformerShape):
     side: int = 9  # grid side N: L = N * N cells
     box_rows: int = 3  # 0 for grids without boxes (mazes)
     box_cols: int = 3
-    positions: Literal["1d", "2d"] = (
-        "1d"  # 1d: a learned table over the sequence | 2d: row + col (+ box)
+    positions: Literal["1d", "2d", "none"] = (
+        "1d"  # 1d: a learned table over the cells | 2d: row + col (+ box) | none: rotary only
     )
-    n_prefix: int = 1  # learned prefix positions; the halting logit reads position 0
+    n_prefix: int = 1  # prefix positions; the halting logit reads position 0
+    prefix: Literal["learned", "puzzle"] = "learned"  # module docstring
+    readout_norm: bool = True  # RMSNorm before the cell projection (False: logits = W y)
+    init: Literal["gpt", "lecun"] = "gpt"  # `GridModel._init`
     n_sup: int = 16  # supervision steps (recurrent models), all of them at evaluation
     halt_explore: float = 0.1  # chance a training sample must run a random minimum of steps
 
@@ -108,6 +118,20 @@ def stablemax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return -(picked * mask).sum().float() / mask.sum().clamp_min(1)
 
 
+# The standard deviation of N(0, 1) truncated to [-2, 2]: 1 - 4 phi(2) / (2 Phi(2) - 1).
+_TRUNCATED_STD = math.sqrt(
+    1.0 - 4.0 * math.exp(-2.0) / math.sqrt(2 * math.pi) / math.erf(2.0 / math.sqrt(2.0))
+)
+
+
+def trunc_normal_(t: Tensor, std: float) -> Tensor:
+    """Fill t from N(0, s^2) truncated to [-2 s, 2 s], with s = std / 0.8796 so that the
+    result's standard deviation is `std` (TRM's trunc_normal_init_, JAX's truncated normal)."""
+    s = std / _TRUNCATED_STD
+    with torch.no_grad():
+        return nn.init.trunc_normal_(t, 0.0, s, -2.0 * s, 2.0 * s)
+
+
 def grid_blocks(c: GridConfig, n: int, block: type[Block] = Block) -> nn.ModuleList:
     """n bidirectional blocks shaped by a grid config."""
     return block_stack(c, n, causal=False, block=block)
@@ -122,6 +146,17 @@ def structure(c: GridConfig) -> tuple[Tensor, Tensor, Tensor]:
     return row, col, (row // c.box_rows) * (c.side // c.box_cols) + col // c.box_cols
 
 
+class PuzzleEmbedding(nn.Module):
+    """TRM's puzzle embedding for identifier 0, the one every Sudoku and Maze puzzle has in
+    the paper's data: a (C,) vector, initialised at zero, trained by sign descent."""
+
+    optim_group = "signsgd"
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+
 class GridEmbedding(nn.Module):
     """x = s * [prefix; E[tokens] + pos] of shape (B, P + L, C) (module docstring)."""
 
@@ -130,22 +165,34 @@ class GridEmbedding(nn.Module):
         self.config = c
         self.scale = math.sqrt(c.dim)
         self.tokens = nn.Embedding(c.vocab_size, c.dim)
-        self.prefix = nn.Parameter(torch.zeros(c.n_prefix, c.dim))
+        if c.prefix == "learned":
+            self.prefix = nn.Parameter(torch.zeros(c.n_prefix, c.dim))
+        else:
+            self.puzzle = PuzzleEmbedding(c.dim)
         if c.positions == "1d":
             self.pos = nn.Embedding(c.cells, c.dim)
-        else:
+        elif c.positions == "2d":
             self.rows, self.cols = nn.Embedding(c.side, c.dim), nn.Embedding(c.side, c.dim)
             self.boxes = nn.Embedding(c.side, c.dim) if c.box_rows else None
             names = ("row_index", "col_index", "box_index")
             for name, index in zip(names, structure(c), strict=True):
                 self.register_buffer(name, index, persistent=False)
 
-    def positions(self) -> Tensor:
-        """pos (L, C)."""
+    def positions(self) -> Tensor | None:
+        """pos (L, C), or None with rotary positions only."""
+        if self.config.positions == "none":
+            return None
         if self.config.positions == "1d":
             return self.pos.weight
         pos = self.rows(self.row_index) + self.cols(self.col_index)
         return pos if self.boxes is None else pos + self.boxes(self.box_index)
+
+    def prefix_rows(self) -> Tensor:
+        """The prefix (P, C): learned, or [puzzle embedding; 0; ...; 0]."""
+        if self.config.prefix == "learned":
+            return self.prefix
+        zeros = self.puzzle.weight.new_zeros(self.config.n_prefix - 1, self.config.dim)
+        return torch.cat((self.puzzle.weight[None], zeros))
 
     def forward(self, inputs: Tensor) -> Tensor:
         """Token ids (B, L) -> x (B, P + L, C)."""
@@ -155,24 +202,34 @@ class GridEmbedding(nn.Module):
                 f"grid model: expected {self.config.cells} cells ({self.config.side} x "
                 f"{self.config.side}), got {L}; use a model built for this puzzle size"
             )
-        x = self.tokens(inputs) + self.positions()  # (B, L, C)
-        prefix = self.prefix.to(x.dtype).expand(B, -1, -1)  # (B, P, C)
+        x = self.tokens(inputs)  # (B, L, C)
+        pos = self.positions()
+        if pos is not None:
+            x = x + pos
+        prefix = self.prefix_rows().to(x.dtype).expand(B, -1, -1)  # (B, P, C)
         return self.scale * torch.cat((prefix, x), dim=1)
 
-    def reset_parameters(self) -> None:
-        """Every table (and the prefix) ~ N(0, 1 / C)."""
+    def reset_parameters(self, truncated: bool = False) -> None:
+        """Every table (and a learned prefix) ~ N(0, 1 / C), or its truncated form
+        (`trunc_normal_`, TRM's); the puzzle embedding at zero."""
         std = 1.0 / self.scale
-        for p in self.parameters():
-            nn.init.normal_(p, 0.0, std)
+        for name, p in self.named_parameters():
+            if name.startswith("puzzle."):
+                nn.init.zeros_(p)
+            elif truncated:
+                trunc_normal_(p, std)
+            else:
+                nn.init.normal_(p, 0.0, std)
 
 
 class GridReadout(nn.Module):
-    """Cell logits W RMSNorm(y_cells) (B, L, V) and the halting logit w . y_0 (B,)."""
+    """Cell logits W RMSNorm(y_cells) (B, L, V) (W y_cells without `readout_norm`) and the
+    halting logit w . y_0 (B,)."""
 
     def __init__(self, c: GridConfig):
         super().__init__()
         self.n_prefix, self.n_cells = c.n_prefix, c.cells
-        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.norm = RMSNorm(c.dim, c.norm_eps) if c.readout_norm else nn.Identity()
         # the cell projection is an output projection: AdamW, not Muon
         self.out = set_optim_group(nn.Linear(c.dim, c.vocab_size, bias=False), "adamw")
         self.halt = nn.Linear(c.dim, 1)
@@ -209,10 +266,17 @@ class GridModel(Model):
         return None
 
     def _init(self, n_layers: int) -> None:
-        """GPT-style initialisation, then a halting head biased to keep going (TRM: -5)."""
+        """GPT-style initialisation ("gpt": N(0, init_std^2), output projections scaled by
+        1 / sqrt(2 n_layers)) or LeCun's ("lecun", TRM's CastedLinear: every Linear weight
+        truncated normal with std 1 / sqrt(fan_in)); then the embedding tables, and a
+        halting head biased to keep going (TRM: weight 0, bias -5)."""
         c = self.config
         init_weights(self, c.init_std, c.init_std / math.sqrt(2 * max(n_layers, 1)))
-        self.embed.reset_parameters()
+        if c.init == "lecun":
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight, 1.0 / math.sqrt(m.in_features))
+        self.embed.reset_parameters(truncated=c.init == "lecun")
         nn.init.zeros_(self.readout.halt.weight)
         nn.init.constant_(self.readout.halt.bias, -5.0)
 

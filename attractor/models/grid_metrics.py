@@ -5,7 +5,10 @@ halting head is only read, to report where it would have stopped); `batch_metric
 batch's scores and `summarize` turns sums (over batches and ranks) into:
 
 - exact_acc: grids whose every cell is right after the last step;
-- cell_acc: cells right among those blank in the question (givens are copied for free);
+- cell_acc: cells right among those blank in the question (givens are copied for free;
+  mazes: the path cells);
+- cell_acc_all: cells right among all cells, givens included (the "accuracy" the paper's
+  puzzle code and TRM report);
 - halt_step: mean supervision step at which the halting logit first turns positive
   (n_sup when it never does), and halt_exact_acc: exact accuracy there;
 - solver_iters: mean solver iterations per supervision step (models with a solver).
@@ -41,7 +44,8 @@ def supervise(model: GridModel, inputs: Tensor, depth: int | None = None) -> lis
 
 def batch_metrics(outs: list[GridOutput], inputs: Tensor, labels: Tensor) -> Tensor:
     """Sums over the batch: [puzzles, exact, blank cells right, blank cells, halt step,
-    exact at halt, solver iterations (per supervision step, summed), solves]."""
+    exact at halt, solver iterations (per supervision step, summed), solves, cells right,
+    cells]."""
     final = outs[-1].logits.argmax(dim=-1)  # (B, L)
     blank = inputs != labels
     exact = (final == labels).all(dim=-1)
@@ -60,6 +64,8 @@ def batch_metrics(outs: list[GridOutput], inputs: Tensor, labels: Tensor) -> Ten
             float((at_halt == labels).all(dim=-1).sum()),
             float(sum(iters)) * len(labels) / max(len(iters), 1),
             float(len(labels) if iters else 0),
+            float((final == labels).sum()),
+            float(labels.numel()),
         ],
         dtype=torch.float64,
     )
@@ -67,10 +73,11 @@ def batch_metrics(outs: list[GridOutput], inputs: Tensor, labels: Tensor) -> Ten
 
 def summarize(totals: Tensor) -> dict[str, float]:
     """Metrics from `batch_metrics` sums (added over batches and ranks)."""
-    n, exact, right, blanks, halt, halt_exact, iters, solves = totals.tolist()
+    n, exact, right, blanks, halt, halt_exact, iters, solves, right_all, cells = totals.tolist()
     out = {
         "exact_acc": exact / max(n, 1),
         "cell_acc": right / max(blanks, 1),
+        "cell_acc_all": right_all / max(cells, 1),
         "halt_step": halt / max(n, 1),
         "halt_exact_acc": halt_exact / max(n, 1),
     }
@@ -84,7 +91,7 @@ def puzzle_totals(
     model: GridModel, batches: Iterable[tuple[Tensor, Tensor]], depth: int | None = None
 ) -> Tensor:
     """`batch_metrics` summed over (inputs, labels) batches."""
-    totals = torch.zeros(8, dtype=torch.float64)
+    totals = torch.zeros(10, dtype=torch.float64)
     for inputs, labels in batches:
         totals += batch_metrics(supervise(model, inputs, depth), inputs, labels)
     return totals

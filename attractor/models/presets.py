@@ -17,6 +17,7 @@ from typing import Any
 from attractor.core.typed_config import ConfigError, from_data, merge, to_data
 from attractor.engine import FixedPointConfig, SolverConfig
 from attractor.models.base import Model
+from attractor.models.reasoner_nested import nested_solver
 from attractor.models.registry import family
 
 
@@ -78,15 +79,31 @@ def _attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverCon
     )
 
 
+# The paper's puzzle network (github jacobfa/Attractor, trm_deq.py and TRM's layers, which
+# it reuses): 8 heads at width 512, post-norm blocks whose RMSNorms have no weight (eps
+# 1e-5), no QK-norm, SwiGLU of hidden width 1536 (TRM rounds 4 x 512 x 2/3 up to a multiple
+# of 256: mlp_ratio 4.5 here), LeCun truncated-normal weights, rotary positions only, a
+# 16-slot prefix whose slot 0 is the puzzle embedding, logits read from y without a norm.
+PAPER_GRID = dict(
+    dim=512, n_heads=8, mlp_ratio=4.5, norm_eps=1e-5, qk_norm="none", positions="none",
+    n_prefix=16, prefix="puzzle", norm_gains=False, readout_norm=False, init="lecun",
+)  # fmt: skip
+
+
 def _grid_cpu_presets() -> dict[str, tuple[str, dict[str, Any]]]:
     """Small grid models for 2 CPU cores with 2-D structural positions, parameter-matched:
     the recursive nets have 2 blocks, the one-pass models 2 blocks (1 + 1 for the attractor)."""
     small = dict(dim=128, n_heads=4, positions="2d", n_sup=8)
     solver = SolverConfig("anderson", tol=1e-2, max_iter=6, min_iter=2)
     return {
-        "reasoner-cpu": (
+        "reasoner-joint-cpu": (
             "reasoner",
             dict(small, n_layers=2, fixed_point=_same_solver(solver)),
+        ),
+        # the paper's scheme on reasoner-joint-cpu's network, so that the two compare schemes
+        "reasoner-cpu": (
+            "reasoner_nested",
+            dict(small, n_layers=2, fixed_point=_same_solver(nested_solver(1e-2, 6, 2))),
         ),
         "trm-cpu": ("trm", dict(small, n_layers=2)),
         "grid-transformer-cpu": ("grid_transformer", dict(small, n_layers=2)),
@@ -148,8 +165,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "deq-cpu": ("deq", dict(vocab_size=4096, dim=256, n_heads=4, max_seq_len=512, n_layers=2)),
     # grid puzzles (section 2.3): width 512, 8 heads, SwiGLU; the grid size and vocabulary
     # come from the puzzle split at training time. "-cpu": the same shapes at width 128.
-    "reasoner-27m": ("reasoner", dict(n_layers=8)),
-    "reasoner-7m": ("reasoner", dict(n_layers=2)),
+    "reasoner-joint-27m": ("reasoner", dict(n_layers=8)),
+    "reasoner-joint-7m": ("reasoner", dict(n_layers=2)),
+    # the paper's scheme and network (`attractor.models.reasoner_nested`, PAPER_GRID)
+    "reasoner-27m": ("reasoner_nested", dict(PAPER_GRID, n_layers=8)),
+    "reasoner-7m": ("reasoner_nested", dict(PAPER_GRID, n_layers=2)),
     "trm-27m": ("trm", dict(n_layers=8)),
     "trm-7m": ("trm", dict(n_layers=2)),
     "grid-transformer-27m": ("grid_transformer", dict(n_layers=8)),

@@ -9,7 +9,17 @@ instead solves for the fixed point of the joint update
 with Anderson acceleration, starting from the previous supervision step's (y, z) (fixed
 random initial states at step 0, as in TRM), and backpropagates through k phantom steps
 (Geng et al. 2021): memory holds k applications of G whatever the solver's depth.
-Cells are decoded from y*, the halting logit from y* at prefix position 0.
+
+What is decoded and carried is the same in training and in evaluation: the k phantom
+steps from the solver's last pre-image (k - 1 steps past the solver's y*), run with
+autograd in training and without it in evaluation (`attractor.engine.fixed_point`). We
+chose that iterate over y* with the phantom gradient attached to it: the loss then sees
+the very computation its gradient differentiates, and evaluation reads the state the
+model was trained to decode. Cells are decoded from y, the halting logit from y at prefix
+position 0.
+
+The paper's puzzle code solves a different problem, for z alone inside TRM's cycles:
+`attractor.models.reasoner_nested`.
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ from torch import Tensor
 
 from attractor.engine import FixedPointConfig, SolverConfig
 from attractor.models.flops import implicit_flops
-from attractor.models.grid import GridConfig, GridOutput
-from attractor.models.grid_latents import LatentPairModel
+from attractor.models.grid import GridOutput
+from attractor.models.grid_latents import LatentPairConfig, LatentPairModel
 from attractor.models.registry import register
 
 
@@ -35,10 +45,9 @@ def reasoner_fixed_point() -> FixedPointConfig:
 
 
 @dataclass
-class ReasonerConfig(GridConfig):
+class ReasonerConfig(LatentPairConfig):
     """The reasoner: blocks in net, the solve of G and its (phantom) gradient."""
 
-    n_layers: int = 8  # blocks in net
     fixed_point: FixedPointConfig = field(default_factory=reasoner_fixed_point)
 
 
@@ -47,9 +56,6 @@ class Reasoner(LatentPairModel):
     """TRM's two latents solved to the fixed point of G (module docstring)."""
 
     depth_unit = "solver iterations"
-
-    def __init__(self, config: ReasonerConfig):
-        super().__init__(config, config.n_layers)
 
     def update(self, state: Tensor, x: Tensor) -> Tensor:
         """G(y, z) of the module docstring on the stacked state (B, 2, S, C)."""
@@ -66,8 +72,8 @@ class Reasoner(LatentPairModel):
         self, inputs: Tensor, carry: Tensor | None = None, depth: int | None = None
     ) -> GridOutput:
         """One supervision step from `carry` (step 0 when None); `depth` cuts the solver to
-        exactly that many iterations of G (0 decodes the carried state). With gradients the
-        output is the k phantom steps from the solver's last pre-image (k - 1 past y*)."""
+        exactly that many iterations of G (0 decodes the carried state). The output is the
+        k phantom steps from the solver's last pre-image, with or without gradients."""
         x = self.embed(inputs)  # (B, S, C)
         start = self.initial_carry(inputs.shape[0]) if carry is None else carry
         start = start.to(x.dtype)
@@ -84,7 +90,7 @@ class Reasoner(LatentPairModel):
     def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
         """3 F_readout + the solve and backward of G = two applications of net."""
         c = self.config
-        g = 2 * c.n_layers * self.block_flops(attention)
+        g = 2 * self.net_flops(attention)
         per_grid = 3.0 * self.readout.flops()
         if out.solver is not None:
             per_grid += implicit_flops(c.fixed_point, out.solver, out.solver.iters * g, g)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attractor.models.grid import GridConfig, GridOutput
-from attractor.models.grid_latents import LatentPairModel
+from attractor.models.grid import GridOutput
+from attractor.models.grid_latents import LatentPairConfig, LatentPairModel
 from attractor.models.registry import register
 
 
 @dataclass
-class TRMConfig(GridConfig):
+class TRMConfig(LatentPairConfig):
     """TRM: blocks in net, H cycles of n inner updates."""
 
     n_layers: int = 2  # blocks in net
@@ -44,9 +44,6 @@ class TRM(LatentPairModel):
     """H cycles of the recursion, the last with gradient (module docstring)."""
 
     depth_unit = "cycles"
-
-    def __init__(self, config: TRMConfig):
-        super().__init__(config, config.n_layers)
 
     def max_depth(self) -> int:
         """T_max: the number of cycles H."""
@@ -75,6 +72,6 @@ class TRM(LatentPairModel):
     def train_flops(self, out: GridOutput, shape: tuple[int, ...], attention: bool = True) -> float:
         """3 (F_readout + (n + 1) F_net) for the last cycle, (H - 1)(n + 1) F_net before it."""
         c = self.config
-        cycle = (c.inner + 1) * c.n_layers * self.block_flops(attention)
+        cycle = (c.inner + 1) * self.net_flops(attention)
         graph = self.readout.flops() + (cycle if out.depth else 0.0)
         return (3.0 * graph + max(out.depth - 1, 0) * cycle) * shape[0]

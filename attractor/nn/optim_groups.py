@@ -1,7 +1,8 @@
 """Which optimizer group a module's parameters belong to, declared by the module itself.
 
 The training recipe (Muon for hidden matrices, AdamW for the rest, the attractor head on
-AdamW at its own learning rate) needs to know what each parameter is. Rather than have the
+AdamW at its own learning rate, TRM's puzzle embedding on sign descent) needs to know what
+each parameter is. Rather than have the
 optimizer name model classes, a module declares its group:
 
     class AttractorHead(nn.Module):
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 from torch import nn
 
-GROUPS = ("muon", "adamw", "embed", "head")
+GROUPS = ("muon", "adamw", "embed", "head", "signsgd")
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -57,6 +57,10 @@ class DataConfig:
     batch_size: int = 16  # sequences or puzzles per micro-batch per process
     val_fraction: float = 0.1  # of the documents, chosen deterministically
     augment: bool = True  # puzzles: a fresh validity-preserving augmentation per epoch
+    # puzzles: 0 augments afresh each epoch; N > 0 gives each puzzle a fixed pool of N
+    # augmentations plus the original, one drawn per epoch (the paper's data: 1000 for
+    # Sudoku, 7 for mazes, their 8 dihedral versions; `attractor.data.puzzles`)
+    augment_pool: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,6 +69,11 @@ class DataConfig:
             raise ValueError("data: seq_len and batch_size must be at least 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data: val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.augment_pool < 0:
+            raise ValueError(
+                f"data: augment_pool must be >= 0 (0: a fresh augmentation each epoch), got "
+                f"{self.augment_pool}"
+            )
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Optimizers of the LM recipe (docs/method.md section 4.2): Muon for the 2-D hidden weights,
-AdamW for everything else.
+AdamW for everything else; sign descent for TRM's puzzle embedding.
 
 Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon optimizer,
 the rules that split a model's parameters into groups, and the combined optimizer that
@@ -14,6 +14,8 @@ the group of its nearest enclosing module that declares one, else to its default
            muon group's weights
     embed  every nn.Embedding weight, lr x embed_lr_scale
     head   what declares "head" (every parameter of the attractor head), lr x head_lr_scale
+    signsgd  what declares "signsgd" (the grid models' puzzle embedding), on `SignSGD` at
+           signsgd_lr with its own weight decay
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ class OptimConfig:
     ns_steps: int = 5  # Muon's Newton-Schulz iterations
     head_lr_scale: float = 0.5  # the attractor head's AdamW lr = lr x this
     embed_lr_scale: float = 1.0  # embedding tables' AdamW lr = lr x this
+    signsgd_lr: float = 1e-2  # the "signsgd" group (TRM's puzzle embedding: 1e-2)
+    signsgd_weight_decay: float = 1.0  # decoupled, that group only (TRM: 1.0)
 
     def __post_init__(self) -> None:
         validate(self)
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim: betas must be two numbers in [0, 1), got {self.betas}")
-        for field_name in ("lr", "muon_lr", "weight_decay", "head_lr_scale", "embed_lr_scale"):
+        for field_name in ("lr", "muon_lr", "weight_decay", "head_lr_scale", "embed_lr_scale",
+                           "signsgd_lr", "signsgd_weight_decay"):  # fmt: skip
             if getattr(self, field_name) < 0:
                 raise ValueError(
                     f"optim: {field_name} must be >= 0, got {getattr(self, field_name)}"
@@ -96,6 +101,14 @@ def newton_schulz(G: Tensor, steps: int = 5) -> Tensor:
     if tall:
         X = X.mT
     return X.to(G.dtype)
+
+
+def _closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """`torch.optim.Optimizer.step`'s closure protocol: re-evaluate the loss with autograd."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
 
 
 class Muon(torch.optim.Optimizer):
@@ -144,10 +157,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -165,6 +175,38 @@ class Muon(torch.optim.Optimizer):
                 if wd:
                     p.mul_(1.0 - lr * wd)
                 p.add_(update.to(p.dtype), alpha=-lr)
+        return loss
+
+
+class SignSGD(torch.optim.Optimizer):
+    """Sign descent with decoupled weight decay, p <- p (1 - lr wd) - lr sign(g): TRM's
+    optimizer for its puzzle embeddings (CastedSparseEmbeddingSignSGD_Distributed, which
+    the paper's puzzle code uses at lr 1e-2, wd 1.0). A zero gradient entry moves by decay
+    only."""
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+    ):
+        if lr < 0 or weight_decay < 0:
+            raise ValueError(
+                f"SignSGD: need lr >= 0 and weight_decay >= 0, got {lr}, {weight_decay}"
+            )
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = _closure_loss(closure)
+        for group in self.param_groups:
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if wd:
+                    p.mul_(1.0 - lr * wd)
+                p.add_(torch.sign(p.grad), alpha=-lr)
         return loss
 
 
@@ -190,7 +232,9 @@ def _groups_of(model: nn.Module) -> Iterator[tuple[Tensor, str]]:
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     """The model's trainable parameters split into the groups of the module docstring, each
     parameter exactly once (tied weights count once); empty groups are left out."""
-    buckets: dict[str, list[Tensor]] = {"muon": [], "adamw": [], "embed": [], "head": []}
+    buckets: dict[str, list[Tensor]] = {
+        "muon": [], "adamw": [], "embed": [], "head": [], "signsgd": []
+    }  # fmt: skip
     for p, group in _groups_of(model):
         buckets["adamw" if group == "muon" and cfg.name == "adamw" else group].append(p)
     lrs = {
@@ -198,6 +242,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
         "adamw": cfg.lr,
         "embed": cfg.lr * cfg.embed_lr_scale,
         "head": cfg.lr * cfg.head_lr_scale,
+        "signsgd": cfg.signsgd_lr,
     }
     return [
         {"name": name, "params": params, "lr": lrs[name], "base_lr": lrs[name]}
@@ -211,7 +256,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
 
 
 class CombinedOptimizer:
-    """AdamW and (for name="muon") Muon stepped together, seen as one optimizer.
+    """AdamW, (for name="muon") Muon and (with a "signsgd" group) SignSGD stepped together,
+    seen as one optimizer.
 
     `param_groups` lists every group of both (the same dicts, so setting "lr" on them
     reaches the optimizers); `state_dict()` is {"adamw": ..., "muon": ...}.
@@ -228,10 +274,7 @@ class CombinedOptimizer:
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One step of every optimizer; `closure` (re-evaluating the loss) runs once."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for opt in self.optimizers.values():
             opt.step()
         return loss
@@ -259,11 +302,12 @@ class CombinedOptimizer:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
-    """AdamW over the adamw/embed/head groups and, for cfg.name == "muon", Muon over the
-    muon group (docs/method.md section 4.2)."""
+    """AdamW over the adamw/embed/head groups, for cfg.name == "muon" Muon over the muon
+    group (docs/method.md section 4.2), and SignSGD over the signsgd group."""
     groups = param_groups(model, cfg)
-    adam_groups = [g for g in groups if g["name"] != "muon"]
+    adam_groups = [g for g in groups if g["name"] not in ("muon", "signsgd")]
     muon_groups = [g for g in groups if g["name"] == "muon"]
+    sign_groups = [g for g in groups if g["name"] == "signsgd"]
     optimizers: dict[str, torch.optim.Optimizer] = {}
     if adam_groups:
         optimizers["adamw"] = torch.optim.AdamW(
@@ -282,5 +326,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
             nesterov=cfg.nesterov,
             ns_steps=cfg.ns_steps,
             weight_decay=cfg.weight_decay,
+        )
+    if sign_groups:
+        optimizers["signsgd"] = SignSGD(
+            sign_groups, lr=cfg.signsgd_lr, weight_decay=cfg.signsgd_weight_decay
         )
     return CombinedOptimizer(optimizers)

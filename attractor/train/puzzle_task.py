@@ -32,7 +32,14 @@ HALT_WEIGHT = 0.5
 class PuzzleTask:
     """Deep supervision over a saved split (`attractor.data.puzzles.save_split`)."""
 
-    eval_fields = ("exact_acc", "cell_acc", "halt_step", "halt_exact_acc", "val_solver_iters")
+    eval_fields = (
+        "exact_acc",
+        "cell_acc",
+        "cell_acc_all",
+        "halt_step",
+        "halt_exact_acc",
+        "val_solver_iters",
+    )
 
     def __init__(self, cfg: DataConfig, info: DistInfo, model: GridModel):
         self.cfg, self.info, self.model = cfg, info, model
@@ -42,7 +49,9 @@ class PuzzleTask:
             raise ValueError(
                 f"data.source: {err}. Make a split with `attractor data puzzles --out DIR`"
             ) from None
-        self.train = PuzzleDataset(train, record["kind"], augment=cfg.augment, seed=cfg.seed)
+        self.train = PuzzleDataset(
+            train, record["kind"], augment=cfg.augment, seed=cfg.seed, pool=cfg.augment_pool
+        )
         self.test = PuzzleDataset(test, record["kind"], augment=False)
         self.sampler = ShardedSampler(
             len(self.train), rank=info.rank, world_size=info.world_size, seed=cfg.seed

@@ -251,7 +251,8 @@ class Trainer:
     def export(self) -> Path:
         """The finished model (EMA weights when kept) with its tokenizer, as a checkpoint
         directory for `attractor eval` and `attractor generate`: out_dir/model, with
-        training.json recording the data (and so the validation split) it trained on."""
+        training.json recording the data (and so the validation split) it trained on and
+        the EMA decay of the weights saved (0: the raw weights)."""
         directory = self.out_dir / "model"
         if self.info.is_main:
             weights = (
@@ -260,7 +261,9 @@ class Trainer:
             with weights:
                 self.raw.save_pretrained(str(directory))
             self.task.export(directory)
-            record = {"data": to_data(self.cfg.data), "steps": self.step, **provenance()}
+            ema = self.cfg.train.ema_decay if self.ema is not None else 0.0
+            record = {"data": to_data(self.cfg.data), "steps": self.step, "ema_decay": ema}
+            record.update(provenance())
             atomic_write_json(directory / TRAINING_RECORD, record)
         return directory
 

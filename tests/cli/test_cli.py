@@ -158,7 +158,7 @@ def test_demo_config_is_the_packaged_one_from_any_directory(tmp_path, monkeypatc
     (tmp_path / "configs" / "sudoku6-cpu.yaml").write_text("model:\n  preset: trm-cpu\n")
     monkeypatch.chdir(tmp_path)
     cfg = demo_config("mine", "out", 2.5)
-    assert cfg.model.preset == "reasoner-cpu"
+    assert cfg.model.preset == "reasoner-joint-cpu"
     assert (cfg.data.source, cfg.train.out_dir, cfg.train.time_budget_s) == ("mine", "out", 150)
     packaged = load_config(REPO / "attractor" / "configs" / "sudoku6-cpu.yaml")
     packaged.data.source, packaged.train.out_dir, packaged.train.time_budget_s = "mine", "out", 150

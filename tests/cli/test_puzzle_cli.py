@@ -1,5 +1,6 @@
 import hashlib
 
+import numpy as np
 import pytest
 
 from attractor.cli import main
@@ -156,3 +157,66 @@ def test_bad_csv_input_is_one_line_exit_2_and_leaves_no_files(
     assert main(argv) == 2
     _one_error_line(capsys, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pub_test.csv", "pub_train.csv"]
+
+
+def _numbered_rows(path, n_rows: int, seed: int = 4) -> None:
+    """A public-format file of n_rows 4x4 puzzles whose source column is its row number
+    (the rows may repeat a question: the reference's selection keeps repeats)."""
+    shape = sudoku.SudokuShape(2, 2)
+    made = list(sudoku_generate.generate_many(10, shape, seed=seed))
+    rows = [sudoku.Puzzle(f"row{i}", *made[i % len(made)]) for i in range(n_rows)]
+    sudoku.write_csv(path, rows)
+
+
+@pytest.mark.parametrize("n_rows", [1500, 1000])
+def test_select_reference_keeps_the_rows_the_papers_builders_keep(tmp_path, capsys, n_rows):
+    """TRM's build_sudoku_dataset.py (the paper's data): numpy.random.seed(0), then
+    numpy.random.choice(N, 1000, replace=False) over the N training rows when 1000 < N,
+    every row in order otherwise; the whole test file is kept."""
+    _numbered_rows(tmp_path / "train.csv", n_rows)
+    _numbered_rows(tmp_path / "test.csv", 7, seed=5)
+    out = tmp_path / "split"
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(out), "--select", "reference",
+            "--train-csv", str(tmp_path / "train.csv"),
+            "--test-csv", str(tmp_path / "test.csv")]  # fmt: skip
+    assert main(argv) == 0
+    assert "1000 train + 7 test" in capsys.readouterr().out
+    if n_rows > 1000:
+        np.random.seed(0)
+        want = np.random.choice(n_rows, 1000, replace=False).tolist()
+    else:
+        want = list(range(n_rows))
+    train, test, record = puzzles.load_split(out)
+    assert [p.source for p in train] == [f"row{i}" for i in want]
+    assert record["train_indices"] == want and record["select"] == "reference"
+    assert [p.source for p in test] == [f"row{i}" for i in range(7)]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n-train", "50"], "asked for 50 training puzzles but the file has 20 rows"),
+        (["--select", "best"], None),  # argparse's own error, exit 2
+    ],
+)
+def test_select_reference_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    _public_files(tmp_path)
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(tmp_path / "new"),
+            "--train-csv", str(tmp_path / "pub_train.csv"),
+            "--test-csv", str(tmp_path / "pub_test.csv"),
+            "--select", "reference", *extra]  # fmt: skip
+    if message is None:
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        assert err.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+        return
+    assert main(argv) == 2
+    _one_error_line(capsys, message)
+    assert not (tmp_path / "new").exists()
+
+
+def test_select_needs_a_training_file(tmp_path, capsys):
+    argv = ["data", "puzzles", "--kind", "sudoku", "--out", str(tmp_path / "s"), "--select",
+            "reference"]  # fmt: skip
+    assert main(argv) == 2
+    _one_error_line(capsys, "--select chooses rows of --train-csv")

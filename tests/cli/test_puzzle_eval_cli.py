@@ -8,7 +8,10 @@ from attractor.data import puzzles
 from attractor.eval.puzzle_metrics import evaluate_puzzles
 from attractor.models.pretrained import load_pretrained
 
-METRICS = {"exact_acc", "cell_acc", "halt_step", "halt_exact_acc", "solver_iters", "puzzles"}
+METRICS = {"exact_acc", "cell_acc", "cell_acc_all", "halt_step", "halt_exact_acc"} | {
+    "solver_iters",
+    "puzzles",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,11 @@ def test_eval_prints_metrics_and_depth_rows_and_writes_json_and_plot(files, tmp_
     head = text.splitlines()[0]
     for label in ("exact", "cells", "halt step", "solver iters"):
         assert label in head
-    rows = re.findall(r"^T=(\d+)\s+exact [\d.]+%, cells [\d.]+%", text, flags=re.M)
+    rows = re.findall(
+        r"^T=(\d+)\s+exact [\d.]+%, cells [\d.]+% of the blanks, [\d.]+% of all cells",
+        text,
+        flags=re.M,
+    )
     assert rows == ["0", "1", "2"]
     result = json.loads(out.read_text())
     assert result["result"] == "puzzle_depth" and result["kind"] == "reasoner"
@@ -48,7 +55,9 @@ def test_eval_prints_metrics_and_depth_rows_and_writes_json_and_plot(files, tmp_
     data = puzzles.PuzzleDataset(test, "sudoku", augment=False)
     direct = evaluate_puzzles(model, data, batch_size=100)
     assert result["full"] == pytest.approx(direct)
-    assert f"cells {100 * direct['cell_acc']:.2f}%" in head
+    assert f"cells {100 * direct['cell_acc']:.2f}% of the blanks" in head
+    assert f"{100 * direct['cell_acc_all']:.2f}% of all cells" in head
+    assert "2 supervision steps, eval mode, weights as saved)" in head  # a hand-saved model
     at_one = evaluate_puzzles(model, data, batch_size=100, depth=1)
     assert result["depth"][1]["cell_acc"] == pytest.approx(at_one["cell_acc"])
 
@@ -58,7 +67,9 @@ def test_sweep_without_depths_runs_0_to_t_max(files, tmp_path, capsys):
     argv = ["--sweep", "--batches", "1", "--batch-size", "4", "--depth", "1", "--out", str(out)]
     assert _eval(files, *argv) == 0
     text = capsys.readouterr().out
-    assert "(4 6x6 sudoku, 2 supervision steps, T=1)" in text  # --batches 1 of 4 puzzles
+    assert (
+        "(4 6x6 sudoku, 2 supervision steps, T=1, eval mode, weights as saved)" in text
+    )  # --batches 1 of 4 puzzles
     assert re.findall(r"^T=(\d+)", text, flags=re.M) == ["0", "1", "2", "3"]
     result = json.loads(out.read_text())
     assert result["fixed_depth"] == 1 and result["T_max"] == 3

@@ -89,6 +89,49 @@ def test_augmentation_is_deterministic_per_seed_epoch_index(sudoku6):
     assert torch.equal(plain[3]["inputs"], torch.from_numpy(sudoku.to_tokens(sudoku6[3].question)))
 
 
+def _versions(data, index):
+    """Every drawn grid of example `index` over 60 epochs, as question + answer strings."""
+    seen = []
+    for epoch in range(60):
+        data.set_epoch(epoch)
+        question, answer = data.grids(index)
+        seen.append(np.asarray(question).tobytes() + np.asarray(answer).tobytes())
+    return seen
+
+
+def test_sudoku_pool_draws_one_of_n_fixed_shuffles_or_the_original_each_epoch(sudoku6):
+    """pool=3: every epoch's grid is the original or one of three shuffles, all four
+    appear, the shuffles are the same in every epoch and valid puzzles of the same answer;
+    a fresh draw (pool 0) instead shows a new grid nearly every epoch."""
+    pooled = puzzles.PuzzleDataset(sudoku6, "sudoku", seed=2, pool=3)
+    ex = sudoku6[5]
+    pool = [pooled.pool_version(5, v) for v in range(4)]
+    assert np.array_equal(pool[0][0], ex.question) and np.array_equal(pool[0][1], ex.answer)
+    keys = {q.tobytes() + a.tobytes() for q, a in pool}
+    assert len(keys) == 4
+    for q, a in pool[1:]:
+        solved = sudoku.solve(q)  # unique, and the shuffled answer
+        assert solved.count == 1 and np.array_equal(solved.solutions[0], a)
+        assert int((q != 0).sum()) == int((ex.question != 0).sum())
+    seen = _versions(pooled, 5)
+    assert set(seen) == keys
+    fresh = _versions(puzzles.PuzzleDataset(sudoku6, "sudoku", seed=2), 5)
+    assert len(set(fresh)) > 40
+
+
+def test_maze_pool_7_is_the_eight_dihedral_versions(mazes, sudoku6):
+    data = puzzles.PuzzleDataset(mazes, "maze", seed=1, pool=7)
+    q = mazes[2].question
+    rotations = [np.rot90(q, k) for k in range(4)]
+    want = {g.tobytes() for g in rotations + [r.T for r in rotations]}
+    assert {data.pool_version(2, v)[0].tobytes() for v in range(8)} == want
+    assert {s[: q.nbytes] for s in _versions(data, 2)} == want
+    with pytest.raises(ValueError, match=r"^puzzles: pool must be in 0\.\.7 for mazes, got 8;"):
+        puzzles.PuzzleDataset(mazes, "maze", pool=8)
+    with pytest.raises(ValueError, match=r"^puzzles: pool must be >= 0, got -1;"):
+        puzzles.PuzzleDataset(sudoku6, "sudoku", pool=-1)
+
+
 def test_dataset_rejects_wrong_kind(sudoku6):
     with pytest.raises(ValueError, match="unknown kind"):
         puzzles.PuzzleDataset(sudoku6, "kakuro")

@@ -242,18 +242,28 @@ def test_jacobian_penalty_at_a_solved_point_backpropagates_with_the_loss():
     assert torch.isfinite(f.W.grad).all() and f.W.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("backward", ["jfb", "neumann", "adjoint"])
-def test_value_is_the_same_with_and_without_gradients(backward):
+@pytest.mark.parametrize(
+    ("backward", "k", "a"),
+    [("jfb", 1, 1.0), ("neumann", 1, 1.0), ("adjoint", 1, 1.0), ("phantom", 1, 1.0),
+     ("phantom", 2, 1.0), ("phantom", 3, 0.5)],
+)  # fmt: skip
+def test_value_is_the_same_with_and_without_gradients(backward, k, a):
+    """What training decodes is what evaluation decodes: 5 Picard steps, then (phantom)
+    the k damped steps from the 5th step's pre-image, with and without autograd."""
     f = TanhMap(d=8, batch=2, norm=0.9, seed=10)
     cfg = at.SolverConfig("picard", tol=0.0, max_iter=5)
+    kw = dict(backward=backward, backward_steps=k, damping=a)
     with torch.no_grad():
-        y_plain, _ = at.fixed_point(f, f.y0, cfg, backward=backward)
-    y_grad, _ = at.fixed_point(f, f.y0, cfg, backward=backward)
-    assert y_grad.requires_grad and torch.equal(y_grad.detach(), y_plain)
+        y_plain, _ = at.fixed_point(f, f.y0, cfg, **kw)
+    y_grad, _ = at.fixed_point(f, f.y0, cfg, **kw)
+    assert y_grad.requires_grad
+    torch.testing.assert_close(y_grad.detach(), y_plain, rtol=0, atol=1e-15)
     x = f.y0.detach()
-    for _ in range(5):
+    for _ in range(4):
         x = f(x).detach()
-    assert torch.allclose(y_plain, x, rtol=0, atol=1e-15)  # exactly 5 Picard steps
+    for _ in range(k):  # the pre-image f^4(y0), then k damped steps (jfb etc.: k = 1)
+        x = ((1 - a) * x + a * f(x)).detach()
+    assert torch.allclose(y_plain, x, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("backward", ["jfb", "neumann", "adjoint", "phantom"])

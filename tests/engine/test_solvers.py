@@ -113,6 +113,39 @@ def test_returns_lowest_residual_iterate_and_last_on_request():
     assert torch.allclose(y_last, xs[4])
 
 
+def test_residual_relative_to_the_image_and_the_batch_maximum_stop():
+    """relative_to="image": r = |f(y) - y| / |f(y)|, recomputed here from a hand-run Picard
+    sequence; the solve stops at the first iteration (after min_iter) where the batch
+    maximum of r is below tol, which the denominator |y| reaches at another iteration."""
+    f = TanhMap(d=8, batch=3, norm=0.7, seed=9)
+    y0 = 3.0 * f.y0.detach()  # |y| far from |f(y)| early on: the two denominators differ
+    xs = [y0]
+    with torch.no_grad():
+        for _ in range(30):
+            xs.append(f(xs[-1]))
+
+    def rel(x, ref):
+        b = x.shape[0]
+        return ((f(x) - x).reshape(b, -1).norm(dim=1) / ref.reshape(b, -1).norm(dim=1)).max()
+
+    with torch.no_grad():
+        by_image = [float(rel(x, f(x))) for x in xs[:30]]
+        by_iterate = [float(rel(x, x)) for x in xs[:30]]
+        assert by_image[1] < by_iterate[1]
+        tol = 0.5 * (by_image[1] + by_iterate[1])  # the 2nd iteration passes one rule only
+        stops = {}
+        for ref, rs in (("image", by_image), ("iterate", by_iterate)):
+            cfg = at.SolverConfig("picard", tol=tol, max_iter=30, relative_to=ref,
+                                  return_last=True, stall_patience=0)  # fmt: skip
+            y, stats = at.solve(f, y0, cfg)
+            stops[ref] = stats.iters
+            expected = next(k for k, r in enumerate(rs) if r < tol) + 1
+            assert stats.iters == expected, ref
+            assert [round(t, 9) for t in stats.trace] == [round(t, 9) for t in rs[:expected]]
+            torch.testing.assert_close(y, xs[expected], rtol=0, atol=0)
+    assert stops == {"image": 2, "iterate": 3}
+
+
 def test_picard_damping_and_exact_step_count():
     f = TanhMap(d=8, batch=2, seed=5)
     y0 = f.y0.detach()

@@ -51,11 +51,13 @@ def outputs(with_solver: bool) -> list[GridOutput]:
 def brute_force() -> dict[str, float]:
     """The metrics counted cell by cell from the lists above."""
     n, steps = len(INPUTS), len(PREDS)
-    exact = right = blanks = halt_total = halt_exact = 0
+    exact = right = blanks = right_all = cells = halt_total = halt_exact = 0
     for b in range(n):
         final = PREDS[-1][b]
         exact += final == LABELS[b]
         for i, (q, a) in enumerate(zip(INPUTS[b], LABELS[b], strict=True)):
+            cells += 1
+            right_all += final[i] == a
             if q != a:
                 blanks += 1
                 right += final[i] == a
@@ -65,6 +67,7 @@ def brute_force() -> dict[str, float]:
     return {
         "exact_acc": exact / n,
         "cell_acc": right / blanks,
+        "cell_acc_all": right_all / cells,
         "halt_step": halt_total / n,
         "halt_exact_acc": halt_exact / n,
         "solver_iters": sum(ITERS) / len(ITERS),
@@ -80,6 +83,7 @@ def test_batch_metrics_and_summarize_match_a_hand_count():
         {
             "exact_acc": 2 / 4,
             "cell_acc": 10 / 11,
+            "cell_acc_all": 18 / 20,  # puzzle 0's cell 4 and puzzle 1's cell 4 are wrong
             "halt_step": (1 + 2 + 3 + 3) / 4,
             "halt_exact_acc": 4 / 4,
             "solver_iters": 7.0,
@@ -158,7 +162,14 @@ def test_evaluate_puzzles_with_a_model_that_solves_at_step_2_and_halts_at_3(six_
     model = Scripted(solutions_by_search(six_by_six), solve_at=2, halt_at=3)
     got = evaluate_puzzles(model, six_by_six, batch_size=4)
     assert got == pytest.approx(
-        {"exact_acc": 1.0, "cell_acc": 1.0, "halt_step": 3.0, "halt_exact_acc": 1.0, "puzzles": 10}
+        {
+            "exact_acc": 1.0,
+            "cell_acc": 1.0,
+            "cell_acc_all": 1.0,
+            "halt_step": 3.0,
+            "halt_exact_acc": 1.0,
+            "puzzles": 10,
+        }  # fmt: skip
     )
 
 
@@ -166,7 +177,14 @@ def test_evaluate_puzzles_halting_before_the_answer_and_a_limit(six_by_six):
     model = Scripted(solutions_by_search(six_by_six), solve_at=4, halt_at=1)
     got = evaluate_puzzles(model, six_by_six, batch_size=3, limit=7)
     assert got == pytest.approx(
-        {"exact_acc": 1.0, "cell_acc": 1.0, "halt_step": 1.0, "halt_exact_acc": 0.0, "puzzles": 7}
+        {
+            "exact_acc": 1.0,
+            "cell_acc": 1.0,
+            "cell_acc_all": 1.0,
+            "halt_step": 1.0,
+            "halt_exact_acc": 0.0,
+            "puzzles": 7,
+        }  # fmt: skip
     )
 
 
@@ -174,4 +192,6 @@ def test_evaluate_puzzles_copying_the_question_gets_no_blank_cell_right(six_by_s
     model = Scripted(solutions_by_search(six_by_six), solve_at=99, halt_at=99)
     got = evaluate_puzzles(model, six_by_six, batch_size=10)
     assert got["exact_acc"] == 0.0 and got["cell_acc"] == 0.0
+    givens = sum(int((ex.question != 0).sum()) for ex in six_by_six.examples)
+    assert got["cell_acc_all"] == pytest.approx(givens / (36 * len(six_by_six)))  # the givens
     assert got["halt_step"] == 4.0  # never halts: counted at n_sup

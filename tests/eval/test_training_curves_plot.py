@@ -27,7 +27,7 @@ def test_training_curves_is_a_known_kind():
 
 
 def test_draws_one_run_a_model_inline(tmp_path):
-    result = _result({"reasoner-cpu": _run(0, 0.9), "trm-cpu": _run(0, 0.8)})
+    result = _result({"reasoner-joint-cpu": _run(0, 0.9), "trm-cpu": _run(0, 0.8)})
     out = plot_results(result, tmp_path / "sub" / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -35,7 +35,7 @@ def test_draws_one_run_a_model_inline(tmp_path):
 def test_draws_several_seeds_a_model(tmp_path):
     seeds = {"params": 400_000, "final": {"exact_acc": 0.85}}
     models = {
-        "reasoner-cpu": {**seeds, "runs": [_run(0, 0.9), _run(1, 0.8)]},
+        "reasoner-joint-cpu": {**seeds, "runs": [_run(0, 0.9), _run(1, 0.8)]},
         "trm-cpu": {**seeds, "runs": [_run(0, 0.7), _run(1, 0.6)]},
     }
     assert plot_results(_result(models), tmp_path / "a.png").is_file()

@@ -203,6 +203,22 @@ CASES: dict[str, Callable[[], tuple]] = {
     "attractor-concat": lambda: (*attractor_variant(injection="concat"), None),
     # its own backward (phantom, k = 2) and its preset's Anderson solve
     "reasoner": lambda: (build_model(kind="reasoner", n_layers=2, **GRID), grid_step, None),
+    # the paper's scheme: H = 3 solves of z (Anderson), k = 2 phantom z-steps each
+    "reasoner_nested": lambda: (
+        build_model(kind="reasoner_nested", n_layers=2, **GRID),
+        grid_step,
+        None,
+    ),
+    "reasoner_nested-depth": lambda: (
+        build_model(kind="reasoner_nested", n_layers=2, **GRID),
+        grid_step,
+        3,
+    ),
+    "reasoner_nested-damped": lambda: (
+        build_model(kind="reasoner_nested", n_layers=2, fixed_point=dict(damping=0.5), **GRID),
+        grid_step,
+        2,
+    ),
     "trm": lambda: (
         build_model(kind="trm", n_layers=2, cycles=3, inner=2, **GRID),
         grid_step,

@@ -18,7 +18,7 @@ from attractor.models.pretrained import load_pretrained
 
 SIX = dict(side=6, box_rows=2, box_cols=3, vocab_size=8)  # 6 x 6 Sudoku: tokens 0..7
 TINY = dict(dim=32, n_heads=2, **SIX)
-GRID_CPU = ("reasoner-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu")
+GRID_CPU = ("reasoner-joint-cpu", "trm-cpu", "grid-transformer-cpu", "grid-attractor-cpu")
 
 
 def tiny(preset: str, seed: int = 0, **fields):
@@ -129,9 +129,9 @@ PICARD = SolverConfig("picard", tol=0.0, max_iter=50)
 
 
 def reasoner(k: int = 2, **fields):
-    """The reasoner-cpu preset with Picard solves; its own backward (phantom) is kept."""
+    """The reasoner-joint-cpu preset with Picard solves; its own backward (phantom) is kept."""
     solve = dict(train_solver=PICARD, eval_solver=PICARD, backward_steps=k, damping=1.0)
-    model = tiny("reasoner-cpu", fixed_point=solve, **fields)
+    model = tiny("reasoner-joint-cpu", fixed_point=solve, **fields)
     assert model.config.fixed_point.backward == "phantom"
     return model.double()
 
@@ -186,38 +186,47 @@ def test_reasoner_phantom_gradient_is_autograd_through_k_steps_from_the_preimage
     assert got["embed.tokens.weight"].abs().sum() > 0  # x reaches the graph through G
 
 
-def test_reasoner_depth_m_without_grad_is_m_applications_of_G():
-    model = reasoner(2).eval()
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_reasoner_depth_m_without_grad_is_m_plus_k_minus_1_applications_of_G(k):
+    """Without gradients the output is the value of the k phantom steps from the m-step
+    solve's pre-image, G^(m+k-1)(carry), as with them."""
+    model = reasoner(k).eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
         out = model(inputs, carry=carry, depth=4)
         x = model.embed(inputs)
         state = carry
-        for _ in range(4):
+        for _ in range(4 + k - 1):
             state = G(model, state, x)
         logits, _ = model.readout(state[:, 0])
     torch.testing.assert_close(out.logits, logits, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out.carry, state, rtol=1e-12, atol=1e-12)
 
 
-def test_reasoner_training_value_is_k_phantom_steps_past_the_preimage():
-    """With gradients, the output is the k recorded steps from the pre-image of the m-step
-    solve, G^(m+k-1)(carry) (value and gradient of one computation); without, G^m(carry)."""
-    model = reasoner(2).train()
+@pytest.mark.parametrize("depth", [None, 3])
+def test_reasoner_training_and_evaluation_decode_and_carry_the_same_state(depth):
+    """Issue 16: model.train() with gradients and model.eval() without them, same weights
+    and inputs, give the same logits and carried state for one supervision step (the
+    preset's own Anderson solve, or a fixed depth). Before, training decoded the phantom
+    steps' G^(m+1) and evaluation the solver's G^m."""
+    torch.manual_seed(0)
+    model = build_model("reasoner-joint-cpu", **TINY).double()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
-    with_grad = model(inputs, carry=carry, depth=3)
+    trained = model.train()(inputs, carry=carry, depth=depth)
+    assert trained.logits.requires_grad
     with torch.no_grad():
-        without = model(inputs, carry=carry, depth=3)
-        x = model.embed(inputs)
-        states = [carry]
-        for _ in range(4):
-            states.append(G(model, states[-1], x))
-    torch.testing.assert_close(with_grad.carry, states[4], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(without.carry, states[3], rtol=1e-12, atol=1e-12)
+        evaluated = model.eval()(inputs, carry=carry, depth=depth)
+    assert trained.solver.iters == evaluated.solver.iters
+    torch.testing.assert_close(trained.logits.detach(), evaluated.logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(trained.halt_logits.detach(), evaluated.halt_logits,
+                               rtol=0, atol=1e-12)  # fmt: skip
+    torch.testing.assert_close(trained.carry, evaluated.carry, rtol=0, atol=1e-12)
 
 
-def test_reasoner_depth_0_decodes_the_carried_state():
-    model = reasoner().eval()
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "reasoner-cpu"])
+def test_reasoner_depth_0_decodes_the_carried_state(preset):
+    """Both schemes (ours, the paper's): depth 0 runs no solve and decodes y of the carry."""
+    model = tiny(preset).double().eval()
     inputs, carry = puzzle_inputs(), random_carry(model, 2)
     with torch.no_grad():
         out = model(inputs, carry=carry, depth=0)
@@ -359,20 +368,22 @@ def within(a: int, b: int, frac: float = 0.10) -> bool:
 
 def test_grid_presets_are_parameter_matched():
     counts = {n: preset_params(n) for n, (kind, _) in PRESETS.items() if n.endswith("-27m")}
-    counts |= {n: preset_params(n) for n in (*GRID_CPU, "trm-7m", "reasoner-7m")}
+    counts |= {n: preset_params(n) for n in (*GRID_CPU, "trm-7m", "reasoner-joint-7m")}
     for name in GRID_CPU:
-        assert within(counts[name], counts["reasoner-cpu"]), (name, counts)
+        assert within(counts[name], counts["reasoner-joint-cpu"]), (name, counts)
     big = [n for n in counts if n.endswith("-27m")]
-    assert {"reasoner-27m", "trm-27m", "grid-transformer-27m", "grid-attractor-27m"} <= set(big)
+    assert {"reasoner-joint-27m", "trm-27m", "grid-transformer-27m", "grid-attractor-27m"} <= set(
+        big
+    )
     for name in big:
-        assert within(counts[name], counts["reasoner-27m"]), (name, counts)
-    assert within(counts["trm-7m"], counts["reasoner-7m"])
+        assert within(counts[name], counts["reasoner-joint-27m"]), (name, counts)
+    assert within(counts["trm-7m"], counts["reasoner-joint-7m"])
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
-@pytest.mark.parametrize("preset", ["reasoner-cpu", "trm-cpu"])
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "trm-cpu"])
 def test_save_and_load_give_identical_logits(tmp_path, preset):
     model = tiny(preset).eval()
     model.save_pretrained(str(tmp_path))

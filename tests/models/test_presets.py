@@ -70,8 +70,8 @@ def test_unknown_preset_names_the_choices():
 
 def test_nested_overrides_deep_merge_over_the_preset():
     solver = SolverConfig("picard", tol=1e-2, max_iter=3)
-    config = presets.preset_config("reasoner-cpu", fixed_point=dict(eval_solver=solver))
-    base = presets.preset_config("reasoner-cpu")
+    config = presets.preset_config("reasoner-joint-cpu", fixed_point=dict(eval_solver=solver))
+    base = presets.preset_config("reasoner-joint-cpu")
     assert config.fixed_point.eval_solver == solver
     assert config.fixed_point.train_solver == base.fixed_point.train_solver
     assert config.fixed_point.backward == "phantom"  # the reasoner's own backward survives
@@ -100,10 +100,10 @@ def meta_model_kind(kind: str, **fields):
 
 
 def test_cpu_grid_presets_keep_their_family_backward():
-    # reasoner-cpu trains with the reasoner's phantom gradient (k = 2), as before the
+    # reasoner-joint-cpu trains with the reasoner's phantom gradient (k = 2), as before the
     # fixed-point settings moved into one dataclass
-    assert presets.preset_config("reasoner-cpu").fixed_point.backward == "phantom"
-    assert presets.preset_config("reasoner-cpu").fixed_point.backward_steps == 2
+    assert presets.preset_config("reasoner-joint-cpu").fixed_point.backward == "phantom"
+    assert presets.preset_config("reasoner-joint-cpu").fixed_point.backward_steps == 2
     assert presets.preset_config("grid-attractor-cpu").fixed_point.backward == "jfb"
 
 

@@ -168,8 +168,11 @@ def test_set_optim_group_declares_the_group_and_rejects_unknown_ones():
         assert set_optim_group(layer, group) is layer and declared_group(layer) == group
     with pytest.raises(ValueError) as err:
         set_optim_group(layer, "sgd")
-    assert str(err.value) == "optim group: unknown 'sgd'; choose one of muon, adamw, embed, head"
-    assert declared_group(layer) == "head"  # the rejected call changed nothing
+    assert (
+        str(err.value)
+        == "optim group: unknown 'sgd'; choose one of muon, adamw, embed, head, signsgd"
+    )
+    assert declared_group(layer) == GROUPS[-1]  # the rejected call changed nothing
 
 
 def test_modules_declare_their_own_groups():

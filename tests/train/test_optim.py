@@ -34,7 +34,7 @@ TINY = {
 }
 GRID = dict(dim=32, n_heads=2, side=6, box_rows=2, box_cols=3, vocab_size=8)
 GRID_PRESETS = {
-    "reasoner": "reasoner-cpu",
+    "reasoner": "reasoner-joint-cpu",
     "trm": "trm-cpu",
     "grid_transformer": "grid-transformer-cpu",
     "grid_attractor": "grid-attractor-cpu",

@@ -7,6 +7,7 @@ in numpy, and the evaluation metrics by counting a hand-run loop's predictions p
 puzzle."""
 
 import csv
+import json
 from collections import Counter
 from types import SimpleNamespace
 
@@ -38,7 +39,7 @@ def split(tmp_path_factory):
     return directory
 
 
-def tiny(split, preset: str = "reasoner-cpu", **fields):
+def tiny(split, preset: str = "reasoner-joint-cpu", **fields):
     torch.manual_seed(0)
     return build_model(preset, **TINY, **split_geometry(str(split)), **fields)
 
@@ -157,6 +158,8 @@ def direct_counts(model, batches) -> Counter:
             counts["exact"] += int(torch.equal(preds[-1][b], labels[b]))
             counts["right"] += int(((preds[-1][b] == labels[b]) & blank).sum())
             counts["blanks"] += int(blank.sum())
+            counts["right_all"] += int((preds[-1][b] == labels[b]).sum())
+            counts["cells"] += labels.shape[1]
             stop = next((s for s in range(steps) if halts[s][b]), steps - 1)
             counts["halt_step"] += stop + 1
             counts["halt_exact"] += int(torch.equal(preds[stop][b], labels[b]))
@@ -170,6 +173,7 @@ def metrics_of(counts: Counter) -> dict[str, float]:
     out = {
         "exact_acc": counts["exact"] / counts["puzzles"],
         "cell_acc": counts["right"] / counts["blanks"],
+        "cell_acc_all": counts["right_all"] / counts["cells"],
         "halt_step": counts["halt_step"] / counts["puzzles"],
         "halt_exact_acc": counts["halt_exact"] / counts["puzzles"],
     }
@@ -373,6 +377,7 @@ def test_evaluate_gives_the_accuracies_of_a_scripted_model(split):
         {
             "exact_acc": 6 / 8,  # all but puzzles 2 and 5
             "cell_acc": solved_blanks / sum(blanks),  # unsolved rows get every blank wrong
+            "cell_acc_all": 1 - (sum(blanks) - solved_blanks) / (8 * CELLS),  # givens right
             "halt_step": (1 + 1 + 2 + 2 + 2 + 2 + 1 + 2) / 8,  # never halting: step 2
             "halt_exact_acc": 5 / 8,  # solved by the halting step: puzzles 0, 3, 4, 6, 7
         }
@@ -395,7 +400,7 @@ def test_evaluate_equals_a_direct_count_of_the_predictions(split):
 
 
 def test_a_source_without_a_split_names_the_command(tmp_path):
-    model = build_model("reasoner-cpu", **TINY, side=6, box_rows=2, box_cols=3, vocab_size=8)
+    model = build_model("reasoner-joint-cpu", **TINY, side=6, box_rows=2, box_cols=3, vocab_size=8)
     with pytest.raises(ValueError, match="attractor data puzzles"):
         PuzzleTask(DataConfig(source=str(tmp_path), batch_size=2), CPU, model)
     with pytest.raises(ValueError, match="attractor data puzzles"):
@@ -409,7 +414,7 @@ def run_config(split, out_dir, steps: int, *extra: str):
     return load_config(
         None,
         [
-            "model.preset=reasoner-cpu",
+            "model.preset=reasoner-joint-cpu",
             "model.overrides={'dim': 32, 'n_heads': 2, 'n_sup': 2}",
             f"data.source={split}",
             "data.batch_size=4",
@@ -448,6 +453,32 @@ def test_trainer_fits_evaluates_and_exports_a_puzzle_model(split, tmp_path):
         torch.testing.assert_close(loaded(inputs).logits, raw(inputs).logits, rtol=0, atol=0)
 
 
+def test_one_trainer_trains_the_papers_scheme_with_its_prefix_and_exports_ema(
+    split, tmp_path, capsys
+):
+    """reasoner-cpu (the nested scheme) with the paper's puzzle-embedding prefix, through
+    the same trainer: the embedding is on sign descent and moves, the export holds the EMA
+    weights and says so, and `attractor eval` labels them."""
+    from attractor.cli import main
+    from attractor.train.optim import SignSGD
+
+    overrides = "{'dim': 32, 'n_heads': 2, 'n_sup': 2, 'prefix': 'puzzle'}"
+    extra = ("model.preset=reasoner-cpu", "train.ema_decay=0.5", f"model.overrides={overrides}")
+    trainer = Trainer(run_config(split, tmp_path, 2, *extra))
+    assert isinstance(trainer.opt.optimizers["signsgd"], SignSGD)
+    trainer.fit()
+    assert trainer.raw.embed.puzzle.weight.abs().sum() > 0  # it starts at zero
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert record["ema_decay"] == 0.5
+    loaded = load_pretrained(tmp_path / "model")
+    assert loaded.kind == "reasoner_nested"
+    for name, p in loaded.named_parameters():  # the EMA weights, not the raw ones
+        torch.testing.assert_close(p, trainer.ema.shadow[name], rtol=0, atol=0)
+    argv = ["eval", "--model", str(tmp_path / "model"), "--data", str(split), "--device", "cpu"]
+    assert main(argv) == 0
+    assert "2 supervision steps, eval mode, EMA weights (decay 0.5))" in capsys.readouterr().out
+
+
 def test_time_budget_stops_the_run_early(split, tmp_path):
     budget = 2.0
     trainer = Trainer(run_config(split, tmp_path, 10**6, f"train.time_budget_s={budget}"))
@@ -482,7 +513,7 @@ def _ddp_puzzle_worker(rank: int, init_file: str, split: str, out_dir: str, pres
     teardown_distributed()
 
 
-@pytest.mark.parametrize("preset", ["reasoner-cpu", "grid-transformer-cpu"])
+@pytest.mark.parametrize("preset", ["reasoner-joint-cpu", "grid-transformer-cpu"])
 def test_ddp_trains_a_puzzle_model_on_two_processes(split, tmp_path, preset):
     """Every parameter gets a gradient (DDP would stop otherwise), the ranks stay in step,
     and the evaluation is reduced over both ranks: rank r scores test puzzles r and r + 2."""
