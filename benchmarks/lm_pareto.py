@@ -95,8 +95,8 @@ def flops_to_reach(curve: list[dict[str, Any]], target: float) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=CONFIG, help="the run config every model trains with "
-                    "(lm-pydocs-cpu: our recipe; lm-pydocs-cpu-reference: the paper's)")  # fmt: skip
+    ap.add_argument("--config", default=CONFIG, help="every model's run config (lm-pydocs-cpu: "
+                    "our recipe; lm-pydocs-cpu-reference: the paper's)")  # fmt: skip
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated presets")
     ap.add_argument("--tokens", type=int, default=3_000_000, help="training tokens a model")
     ap.add_argument("--batch", type=int, default=16)

@@ -10,8 +10,8 @@ A language model subclasses `LanguageModel` and implements
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch

@@ -51,7 +51,9 @@ def scaled_orthogonal_(weight: Tensor, std: float) -> Tensor:
     return weight.mul_(std * math.sqrt(max(weight.shape)))
 
 
-def init_scaled_orthogonal(module: nn.Module, width: int, iterated: Iterable[nn.Module] = ()) -> None:
+def init_scaled_orthogonal(
+    module: nn.Module, width: int, iterated: Iterable[nn.Module] = ()
+) -> None:
     """The paper's initialisation (its code, github jacobfa/Attractor: init_strategy
     "scaled-zero", init_orthogonal): every Linear and Embedding weight scaled-orthogonal at
     std = sqrt(2 / (5 width)), biases 0, RMSNorm weights 1; every output projection
@@ -68,10 +70,20 @@ def init_scaled_orthogonal(module: nn.Module, width: int, iterated: Iterable[nn.
             nn.init.ones_(m.weight)
     inside = {id(m) for it in iterated for m in it.modules()}
     for m in module.modules():
-        out = m.wo if isinstance(m, Attention) else m.w2 if isinstance(m, (ReLU2MLP, SwiGLU)) else None
+        out = _output_projection(m)
         if out is None:
             continue
         if id(m) in inside:
             nn.init.trunc_normal_(out.weight, 0.0, std, -3 * std, 3 * std)
         else:
             nn.init.zeros_(out.weight)
+
+
+def _output_projection(m: nn.Module) -> nn.Linear | None:
+    """The layer that writes `m`'s branch into the residual stream: Attention.wo, an MLP's
+    w2; None for any other module."""
+    if isinstance(m, Attention):
+        return m.wo
+    if isinstance(m, (ReLU2MLP, SwiGLU)):
+        return m.w2
+    return None

@@ -53,7 +53,9 @@ def polar_express(G: Tensor, steps: int = 5) -> Tensor:
     if G.dim() != 2:
         raise ValueError(f"polar_express: expected a matrix, got shape {tuple(G.shape)}")
     if not 1 <= steps <= len(POLAR_EXPRESS_COEFFS):
-        raise ValueError(f"polar_express: steps must be 1..{len(POLAR_EXPRESS_COEFFS)}, got {steps}")
+        raise ValueError(
+            f"polar_express: steps must be 1..{len(POLAR_EXPRESS_COEFFS)}, got {steps}"
+        )
     X = G.to(torch.bfloat16)
     X = X / (X.norm() * 1.02 + 1e-6)
     tall = X.size(0) > X.size(1)
