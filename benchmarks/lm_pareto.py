@@ -1,7 +1,8 @@
 """Language modelling at CPU scale (paper Table 1 and Figure 4): quality against training cost.
 
 Three parameter-matched models train on the same tokens of the python-docs corpus (4096-token
-BPE) with the same optimizer, schedule and seed (the packaged config lm-pydocs-cpu), one
+BPE) with the same optimizer, schedule and seed (the packaged config lm-pydocs-cpu, our
+recipe; `--config lm-pydocs-cpu-reference` for the paper's), one
 after the other with the same threads: `attractor-cpu`, `gpt-cpu` and `looped-cpu` (mean
 depth 8). For each: validation perplexity over training, training FLOPs counted from the
 iterations each step actually ran (the trainer's `train_flops`, each model's own count),
@@ -47,7 +48,7 @@ def train_one(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         f"train.out_dir={Path(args.work) / preset}",
         "train.progress=false",
     ]
-    run = train_in_subprocess(CONFIG, sets, threads=args.threads)
+    run = train_in_subprocess(args.config, sets, threads=args.threads)
     rows = run["metrics"]
     curve = [
         {
@@ -94,6 +95,8 @@ def flops_to_reach(curve: list[dict[str, Any]], target: float) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=CONFIG, help="every model's run config (lm-pydocs-cpu: "
+                    "our recipe; lm-pydocs-cpu-reference: the paper's)")  # fmt: skip
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated presets")
     ap.add_argument("--tokens", type=int, default=3_000_000, help="training tokens a model")
     ap.add_argument("--batch", type=int, default=16)
@@ -113,6 +116,7 @@ def main() -> None:
         r["flops_to_reference_loss"] = flops_to_reach(r["curve"], target)
     result = {
         "result": "lm_pareto",
+        "config": args.config,
         "data": args.data,
         "tokens_per_model": models[next(iter(models))]["tokens"],
         "batch": args.batch,

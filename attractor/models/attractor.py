@@ -29,7 +29,6 @@ from attractor.nn import (
     RMSNorm,
     block_stack,
     causal_keys,
-    init_weights,
     set_optim_group,
 )
 
@@ -142,7 +141,7 @@ class AttractorLM(LanguageModel):
         if not c.tied_head:  # an untied output projection trains with AdamW, not Muon
             self.lm_head = set_optim_group(nn.Linear(c.dim, c.table_size, bias=False), "adamw")
         n_layers = c.n_backbone + c.n_head_layers
-        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * n_layers))
+        self.init_parameters(c.init_std / math.sqrt(2 * n_layers), iterated=[self.head])
 
     # ------------------------------------------------------------------ pieces
     def proposal(self, ids: Tensor, caches: list[KVCache] | None = None) -> Tensor:

@@ -38,7 +38,7 @@ from attractor.models.language_model import (
     ModelOutput,
 )
 from attractor.models.registry import register
-from attractor.nn import RMSNorm, block_stack, causal_keys, init_weights, set_optim_group
+from attractor.nn import RMSNorm, block_stack, causal_keys, set_optim_group
 
 
 def deq_fixed_point() -> FixedPointConfig:
@@ -78,7 +78,7 @@ class DEQ(LanguageModel):
         self.norm = RMSNorm(c.dim, c.norm_eps)
         # untied from embed, and trained by AdamW like the embeddings, not by Muon
         self.head = set_optim_group(nn.Linear(c.dim, c.table_size, bias=False), "adamw")
-        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
+        self.init_parameters(c.init_std / math.sqrt(2 * c.n_layers), iterated=self.blocks)
         nn.init.normal_(self.embed.weight, 0.0, c.embed_init_std)
 
     def f(self, z: Tensor, x: Tensor) -> Tensor:

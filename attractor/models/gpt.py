@@ -21,7 +21,6 @@ from attractor.nn import (
     block_stack,
     causal_keys,
     init_value_tables,
-    init_weights,
     value_embed_flops,
     value_embed_for,
     value_embeddings,
@@ -49,8 +48,8 @@ class GPT(LanguageModel):
         self.blocks = block_stack(c, c.n_layers)
         self.value_embeds = value_embeddings(c, c.n_layers, c.value_embeds)
         self.norm = RMSNorm(c.dim, c.norm_eps)
-        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * c.n_layers))
-        init_value_tables(self.value_embeds.values(), c.value_embed_std)
+        self.init_parameters(c.init_std / math.sqrt(2 * c.n_layers))
+        init_value_tables(self.value_embeds.values(), c.value_embed_std, c.init)
 
     def hidden(self, ids: Tensor, caches: list[KVCache] | None = None) -> Tensor:
         """The residual stream after every block, (B, T, C), before the final norm."""

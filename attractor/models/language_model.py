@@ -10,17 +10,23 @@ A language model subclasses `LanguageModel` and implements
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from attractor.engine import SolverStats
 from attractor.models.base import Model
 from attractor.models.linear_loss import IGNORE_INDEX, linear_cross_entropy
-from attractor.nn import TransformerShape
+from attractor.nn import (
+    TransformerShape,
+    init_scaled_orthogonal,
+    init_weights,
+    scaled_orthogonal_std,
+)
 
 
 @dataclass
@@ -33,6 +39,9 @@ class LanguageModelConfig(TransformerShape):
 
     embed_scale: float = 1.0
     padded_vocab_size: int | None = None
+    # gpt: N(0, init_std^2), output projections scaled down (ours) | scaled-orthogonal: the
+    # paper's, std sqrt(2 / (5 dim)), output projections zero but in the iterated map
+    init: Literal["gpt", "scaled-orthogonal"] = "gpt"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,6 +55,10 @@ class LanguageModelConfig(TransformerShape):
     def table_size(self) -> int:
         """Rows of the token tables and columns of the logits: the padded vocabulary."""
         return self.padded_vocab_size or self.vocab_size
+
+    def weight_std(self) -> float:
+        """The std the init draws the weights at: init_std, or sqrt(2 / (5 dim))."""
+        return self.init_std if self.init == "gpt" else scaled_orthogonal_std(self.dim)
 
 
 @dataclass
@@ -88,6 +101,16 @@ class LanguageModel(Model):
     """Base class of the causal language models (attractor, gpt, looped, deq)."""
 
     config: LanguageModelConfig
+
+    def init_parameters(self, out_std: float, iterated: Iterable[nn.Module] = ()) -> None:
+        """Draw every weight by config.init: "gpt" N(0, init_std^2) with output projections
+        at out_std (`init_weights`), "scaled-orthogonal" the paper's (`init_scaled_orthogonal`;
+        `iterated`: the maps a solver iterates, whose output projections stay non-zero)."""
+        c = self.config
+        if c.init == "gpt":
+            init_weights(self, c.init_std, out_std)
+        else:
+            init_scaled_orthogonal(self, c.dim, iterated)
 
     def new_cache(self) -> Any:
         """Fresh per-sequence state for `extend` (key/value caches, solved states)."""

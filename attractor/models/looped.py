@@ -22,7 +22,7 @@ maximum).
 The paper's Parcae adds three things, each an option here: an RMSNorm on the prelude's
 output (``prelude_norm``), a linear map C of the last state before the coda
 (``state_proj``; logits = E . RMSNorm(Coda(C h_T))), and a random start h_0
-(``state_init="random"``: truncated normal at init_std, times embed_scale, drawn at every
+(``state_init="random"``: truncated normal at the weights' std, times embed_scale, drawn at every
 forward, in evaluation too).
 
 Value embeddings (nanochat) sit on alternate layers of the logical stack P + R + C (layers
@@ -51,7 +51,6 @@ from attractor.nn import (
     block_stack,
     causal_keys,
     init_value_tables,
-    init_weights,
     set_optim_group,
     value_embed_flops,
     value_embed_for,
@@ -175,9 +174,9 @@ class LoopedLM(LanguageModel):
         self.norm = RMSNorm(c.dim, c.norm_eps)
         # out_std as for a plain stack as deep as the expected unrolled depth
         unrolled = c.n_prelude + c.n_coda + c.mean_depth * c.n_recurrent
-        init_weights(self, c.init_std, c.init_std / math.sqrt(2 * unrolled))
-        init_value_tables(self.value_embeds.values(), c.value_embed_std)
-        self.injection.reset_parameters()  # init_weights drew B from N(0, std^2)
+        self.init_parameters(c.init_std / math.sqrt(2 * unrolled))
+        init_value_tables(self.value_embeds.values(), c.value_embed_std, c.init)
+        self.injection.reset_parameters()  # the init drew B as any Linear
         if self.state_proj is not None:  # C starts as the identity, like B
             with torch.no_grad():
                 self.state_proj.weight.copy_(torch.eye(c.dim))
@@ -249,12 +248,12 @@ class LoopedLM(LanguageModel):
 
     def initial_state(self, e: Tensor) -> Tensor:
         """h_0: zeros, or (state_init="random", the paper's "like-init") a truncated normal
-        at init_std within 3 std, times embed_scale."""
+        at the weights' std (`weight_std`) within 3 std, times embed_scale."""
         c = self.config
         if c.state_init == "zero":
             return torch.zeros_like(e)
-        h = torch.empty_like(e)
-        nn.init.trunc_normal_(h, 0.0, c.init_std, -3 * c.init_std, 3 * c.init_std)
+        h, std = torch.empty_like(e), c.weight_std()
+        nn.init.trunc_normal_(h, 0.0, std, -3 * std, 3 * std)
         return h * c.embed_scale if c.embed_scale != 1.0 else h
 
     def hidden(

@@ -39,12 +39,13 @@ def _fixed_point(solver: SolverConfig) -> FixedPointConfig:
 
 
 # The paper's code (github jacobfa/Attractor, commit fcf045f; tests/data/reference): the
-# numerics of every language-model block, its Attractor gates and backward, its GPT and
+# numerics of every language-model block and its initialisation (scaled orthogonal,
+# `attractor.nn.init.init_scaled_orthogonal`), its Attractor gates and backward, its GPT and
 # Parcae value embeddings and Parcae's prelude norm, C, random start and per-sequence depth.
 # Its vocabulary, 32768, is already a multiple of its padding (512): no padded columns.
 PAPER_BLOCKS = dict(
     norm_eps=1e-5, qk_norm="weightless", rope_base=50000.0, rope_layout="interleaved",
-    mlp_scale=0.5,
+    mlp_scale=0.5, init="scaled-orthogonal",
 )  # fmt: skip
 PAPER_VALUE_EMBEDS = dict(value_gate_input="normed", value_embed_std=1.0)
 

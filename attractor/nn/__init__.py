@@ -7,7 +7,7 @@ shape (the shape a model config shares), value_embedding, init and optim_groups.
 from attractor.nn.attention import Attention
 from attractor.nn.attractor_head import INJECTIONS, AttractorHead
 from attractor.nn.block import GATE_CLAMP, Block, BlockStyle, GatedBlock, PostNormBlock
-from attractor.nn.init import init_weights
+from attractor.nn.init import init_scaled_orthogonal, init_weights, scaled_orthogonal_std
 from attractor.nn.kv_cache import KVCache
 from attractor.nn.mlp import MLPS, ReLU2MLP, SwiGLU
 from attractor.nn.norm import RMSNorm
@@ -42,8 +42,10 @@ __all__ = [
     "apply_rotary",
     "block_stack",
     "causal_keys",
+    "init_scaled_orthogonal",
     "init_value_tables",
     "init_weights",
+    "scaled_orthogonal_std",
     "set_optim_group",
     "value_embed_flops",
     "value_embed_for",

@@ -63,9 +63,14 @@ def value_embeddings(shape: TransformerShape, n_layers: int, enabled: bool) -> n
     )
 
 
-def init_value_tables(tables: Iterable[ValueEmbedding], std: float | None) -> None:
-    """Redraw the tables ~ N(0, std^2) (the paper's code: std 1); None leaves them as
-    `init_weights` drew them (N(0, init_std^2), ours)."""
+def init_value_tables(
+    tables: Iterable[ValueEmbedding], std: float | None, init: str = "gpt"
+) -> None:
+    """Redraw the tables ~ N(0, std^2) (the paper's code: std 1). std None: under the model's
+    init "gpt" they stay as `init_weights` drew them (N(0, init_std^2), ours), under
+    "scaled-orthogonal" (the paper's initialisation) N(0, 1)."""
+    if std is None and init == "scaled-orthogonal":
+        std = 1.0
     if std is None:
         return
     for ve in tables:

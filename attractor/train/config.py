@@ -23,6 +23,7 @@ from attractor.core.typed_config import (
     ConfigError,
     apply_assignments,
     from_data,
+    merge,
     to_data,
     validate,
 )
@@ -37,11 +38,15 @@ class ModelSpec:
     fields as mappings: {"fixed_point": {"eval_solver": {"tol": 1e-3}}}). With init_from
     (a model directory, ours or the paper's release format, or hf:OWNER/NAME) the run
     fine-tunes that model: its own config with the overrides on top, its weights loaded;
-    the preset is then not used."""
+    the preset is then not used. kind_overrides[kind] applies to a model of that kind only
+    (e.g. {"attractor": {"gate_max": 0.75}}), with `overrides` merged over it."""
 
     preset: str = "attractor-cpu"
     overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    # model kind -> overrides for a model of that kind only, under `overrides` (so that
+    # one config serves several kinds: `--set model.preset=gpt-cpu`)
+    kind_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -141,6 +146,7 @@ def check_model(spec: ModelSpec) -> None:
     overrides must fit the imported language model's config."""
     from attractor.models import config_with
 
+    _fold_kind_overrides(spec)
     if spec.init_from is not None:
         spec.overrides = _as_loaded(spec.overrides, to_data(_imported_config(spec)))
         return
@@ -150,6 +156,40 @@ def check_model(spec: ModelSpec) -> None:
         )
     config = config_with(spec.preset, spec.overrides, "model.overrides")
     spec.overrides = _as_loaded(spec.overrides, to_data(config))
+
+
+def _fold_kind_overrides(spec: ModelSpec) -> None:
+    """Check every kind_overrides entry against its kind's config, and merge the one of
+    this model's kind under spec.overrides."""
+    from attractor.models import (
+        PRESETS,
+        CheckpointError,
+        family,
+        make_config,
+        pretrained_config,
+    )
+    from attractor.models.registry import kind_of
+
+    for kind, fields in spec.kind_overrides.items():
+        where = f"model.kind_overrides.{kind}"
+        try:
+            family(kind)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of config fields, got {fields!r}")
+        try:
+            make_config(kind, **fields)
+        except (ConfigError, ValueError, TypeError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+    kind = PRESETS[spec.preset][0] if spec.preset in PRESETS else None
+    if spec.init_from is not None and spec.kind_overrides:
+        try:
+            kind = kind_of(pretrained_config(spec.init_from))
+        except CheckpointError:  # _imported_config reports it
+            kind = None
+    if kind in spec.kind_overrides:
+        spec.overrides = merge(spec.kind_overrides[kind], spec.overrides)
 
 
 def _imported_config(spec: ModelSpec) -> Any:

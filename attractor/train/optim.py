@@ -2,8 +2,11 @@
 AdamW for everything else; sign descent for TRM's puzzle embedding.
 
 Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon optimizer,
-the rules that split a model's parameters into groups, and the combined optimizer that
-steps Muon and AdamW together.
+the rules that split a model's parameters into groups, the combined optimizer that
+steps Muon and AdamW together, and the paper's optimizer. Three names: "muon" is the
+paper's MuonAdamW (`reference_optimizer`, its Muon in `attractor.train.polar_muon`);
+"muon-ns" ours, Newton-Schulz Muon + AdamW, which made the README's -cpu figures and is
+kept for them; "adamw" AdamW alone. `make_optimizer` builds the one a config names.
 
 Groups (each a dict with "name", "params", "lr" and "base_lr" = the lr before any schedule)
 come from what each module declares (`attractor.nn.optim_groups`): a parameter belongs to
@@ -29,6 +32,7 @@ from torch import Tensor, nn
 
 from attractor.core.typed_config import validate
 from attractor.nn.optim_groups import declared_group, default_group
+from attractor.train.polar_muon import POLAR_EXPRESS_COEFFS, PolarMuon
 
 # Quintic Newton-Schulz coefficients (Jordan et al. 2024): a large slope at 0 pulls small
 # singular values up fast; the iteration then oscillates in a band around 1 instead of
@@ -38,15 +42,24 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 @dataclass
 class OptimConfig:
-    name: Literal["muon", "adamw"] = "muon"  # muon: Muon for 2-D weights + AdamW | adamw
+    # muon: the paper's MuonAdamW (`reference_optimizer`) | muon-ns: ours, Newton-Schulz Muon
+    # + AdamW (the -cpu configs' README figures) | adamw: AdamW for everything
+    name: Literal["muon", "muon-ns", "adamw"] = "muon"
     lr: float = 8e-3  # AdamW
     muon_lr: float = 8e-3
     betas: tuple[float, float] = (0.8, 0.95)  # AdamW
-    eps: float = 1e-8  # AdamW
-    weight_decay: float = 0.0  # decoupled, every group
-    momentum: float = 0.95  # Muon
+    eps: float | None = None  # AdamW; None: 1e-10 for muon (the paper's code), else 1e-8
+    # name="muon" only, the paper's values (its code, github jacobfa/Attractor):
+    muon_weight_decay: float = 0.2  # cautious, decaying linearly to 0 over the run
+    momentum_start: float = 0.85  # Muon momentum warms up linearly to `momentum` ...
+    momentum_warmup_steps: int = 300  # ... over these steps
+    muon_beta2: float = 0.95  # the per-row / per-column second moment of the update
+    head_weight_decay: float = 0.1  # the head's matrices; its vectors have none
+    skip_first_step: bool = True  # step 0 computes gradients but leaves the weights
+    weight_decay: float = 0.0  # decoupled: every group (muon: the AdamW groups but the head)
+    momentum: float = 0.95  # Muon (muon: after the warm-up)
     nesterov: bool = True  # Muon
-    ns_steps: int = 5  # Muon's Newton-Schulz iterations
+    ns_steps: int = 5  # Muon's Newton-Schulz iterations (muon: Polar Express, at most 5)
     head_lr_scale: float = 0.5  # the attractor head's AdamW lr = lr x this
     embed_lr_scale: float = 1.0  # embedding tables' AdamW lr = lr x this
     signsgd_lr: float = 1e-2  # the "signsgd" group (TRM's puzzle embedding: 1e-2)
@@ -54,6 +67,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.eps is None:
+            self.eps = 1e-10 if self.name == "muon" else 1e-8
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim: betas must be two numbers in [0, 1), got {self.betas}")
         for field_name in ("lr", "muon_lr", "weight_decay", "head_lr_scale", "embed_lr_scale",
@@ -68,6 +83,44 @@ class OptimConfig:
             raise ValueError(f"optim: momentum must be in [0, 1), got {self.momentum}")
         if self.ns_steps < 1:
             raise ValueError(f"optim: ns_steps must be >= 1, got {self.ns_steps}")
+        check_reference_fields(self)
+
+    def updates_at(self, step: int) -> bool:
+        """Whether the optimizer steps at training step `step` (0-based): the paper's loop
+        skips the first."""
+        return not (step == 0 and self.name == "muon" and self.skip_first_step)
+
+
+REFERENCE_DEFAULTS = dict(
+    muon_weight_decay=0.2, momentum_start=0.85, momentum_warmup_steps=300, muon_beta2=0.95,
+    head_weight_decay=0.1, skip_first_step=True,
+)  # fmt: skip
+
+
+def check_reference_fields(cfg: OptimConfig) -> None:
+    """The fields of the paper's recipe are in range, and changed only with name="muon"."""
+    if cfg.name != "muon":
+        changed = [k for k, v in REFERENCE_DEFAULTS.items() if getattr(cfg, k) != v]
+        if changed:
+            raise ValueError(
+                f"optim: name {cfg.name!r} does not use {', '.join(changed)}; only name "
+                "'muon' (the paper's recipe) does"
+            )
+        return
+    if cfg.muon_weight_decay < 0 or cfg.head_weight_decay < 0 or cfg.momentum_warmup_steps < 0:
+        raise ValueError(
+            "optim: muon_weight_decay, head_weight_decay and momentum_warmup_steps must be >= 0"
+        )
+    if not (0.0 <= cfg.momentum_start < 1.0 and 0.0 <= cfg.muon_beta2 < 1.0):
+        raise ValueError(
+            f"optim: momentum_start and muon_beta2 must lie in [0, 1), got "
+            f"{cfg.momentum_start}, {cfg.muon_beta2}"
+        )
+    if cfg.ns_steps > len(POLAR_EXPRESS_COEFFS):
+        raise ValueError(
+            f"optim: name 'muon' has {len(POLAR_EXPRESS_COEFFS)} Polar Express steps, "
+            f"got ns_steps={cfg.ns_steps}"
+        )
 
 
 # -----------------------------------------------------------------------------
@@ -256,7 +309,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
 
 
 class CombinedOptimizer:
-    """AdamW, (for name="muon") Muon and (with a "signsgd" group) SignSGD stepped together,
+    """AdamW, Muon (names "muon", "muon-ns") and SignSGD (a "signsgd" group) stepped together,
     seen as one optimizer.
 
     `param_groups` lists every group of both (the same dicts, so setting "lr" on them
@@ -288,6 +341,13 @@ class CombinedOptimizer:
         for group in self.param_groups:
             group["lr"] = group["base_lr"] * factor
 
+    def set_step(self, step: int, total: int) -> None:
+        """The hyperparameters that follow the training step (PolarMuon's momentum warm-up
+        and weight-decay decay) at step `step` of `total`."""
+        for opt in self.optimizers.values():
+            if isinstance(opt, PolarMuon):
+                opt.set_step(step, total)
+
     def state_dict(self) -> dict[str, Any]:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 
@@ -302,8 +362,8 @@ class CombinedOptimizer:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
-    """AdamW over the adamw/embed/head groups, for cfg.name == "muon" Muon over the muon
-    group (docs/method.md section 4.2), and SignSGD over the signsgd group."""
+    """AdamW over the adamw/embed/head groups, for cfg.name == "muon-ns" Muon over the
+    muon group (docs/method.md section 4.2), and SignSGD over the signsgd group."""
     groups = param_groups(model, cfg)
     adam_groups = [g for g in groups if g["name"] not in ("muon", "signsgd")]
     muon_groups = [g for g in groups if g["name"] == "muon"]
@@ -327,8 +387,76 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
             ns_steps=cfg.ns_steps,
             weight_decay=cfg.weight_decay,
         )
-    if sign_groups:
-        optimizers["signsgd"] = SignSGD(
-            sign_groups, lr=cfg.signsgd_lr, weight_decay=cfg.signsgd_weight_decay
-        )
+    optimizers.update(_sign_descent(sign_groups, cfg))
     return CombinedOptimizer(optimizers)
+
+
+def _sign_descent(groups: list[dict[str, Any]], cfg: OptimConfig) -> dict[str, SignSGD]:
+    """{"signsgd": SignSGD over the signsgd groups}, or {} when there are none."""
+    if not groups:
+        return {}
+    return {"signsgd": SignSGD(groups, lr=cfg.signsgd_lr, weight_decay=cfg.signsgd_weight_decay)}
+
+
+# -----------------------------------------------------------------------------
+# The paper's optimizer
+
+
+def reference_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """The groups of `param_groups` with the paper's weight decay: the head split into its
+    matrices ("head", head_weight_decay) and its vectors ("head-vectors", none); every
+    other AdamW group at cfg.weight_decay; the muon group at cfg.muon_weight_decay."""
+    out = []
+    for group in param_groups(model, cfg):
+        if group["name"] == "signsgd":  # its own decay, `SignSGD`'s
+            out.append(group)
+            continue
+        if group["name"] != "head":
+            wd = cfg.muon_weight_decay if group["name"] == "muon" else cfg.weight_decay
+            out.append({**group, "weight_decay": wd})
+            continue
+        for name, params, wd in (
+            ("head", [p for p in group["params"] if p.dim() >= 2], cfg.head_weight_decay),
+            ("head-vectors", [p for p in group["params"] if p.dim() < 2], 0.0),
+        ):
+            if params:
+                out.append({**group, "name": name, "params": params, "weight_decay": wd})
+    return out
+
+
+def reference_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
+    """The paper's MuonAdamW (its code, github jacobfa/Attractor; optim.name "muon"):
+    PolarMuon over the muon group (momentum warm-up from momentum_start, cautious weight
+    decay muon_weight_decay decaying to 0, `CombinedOptimizer.set_step`), AdamW (betas, eps
+    1e-10) over the rest with the weight decays of `reference_groups`, and SignSGD over the
+    signsgd group."""
+    groups = reference_groups(model, cfg)
+    adam_groups = [g for g in groups if g["name"] not in ("muon", "signsgd")]
+    muon_groups = [g for g in groups if g["name"] == "muon"]
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    if adam_groups:
+        optimizers["adamw"] = torch.optim.AdamW(
+            adam_groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=False
+        )
+    if muon_groups:
+        optimizers["muon"] = PolarMuon(
+            muon_groups,
+            lr=cfg.muon_lr,
+            momentum=cfg.momentum,
+            momentum_start=cfg.momentum_start,
+            momentum_warmup_steps=cfg.momentum_warmup_steps,
+            beta2=cfg.muon_beta2,
+            weight_decay=cfg.muon_weight_decay,
+            nesterov=cfg.nesterov,
+            ns_steps=cfg.ns_steps,
+        )
+    optimizers.update(_sign_descent([g for g in groups if g["name"] == "signsgd"], cfg))
+    return CombinedOptimizer(optimizers)
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> CombinedOptimizer:
+    """The optimizer cfg.name names: "muon" `reference_optimizer`, "muon-ns" and "adamw"
+    `build_optimizer`."""
+    if cfg.name == "muon":
+        return reference_optimizer(model, cfg)
+    return build_optimizer(model, cfg)

@@ -50,7 +50,7 @@ from attractor.train.distributed import (
 from attractor.train.ema import EMA
 from attractor.train.lm_task import LanguageModelingTask
 from attractor.train.metrics_log import MetricsLog
-from attractor.train.optim import build_optimizer
+from attractor.train.optim import make_optimizer
 from attractor.train.puzzle_task import PuzzleTask
 from attractor.train.schedule import lr_factor
 
@@ -111,7 +111,7 @@ class Trainer:
         if cfg.train.compile:  # the blocks only: the solver loop and its hooks stay eager
             compile_blocks(self.raw)
         self.model = wrap_model(self.raw, cfg.train.strategy, self.info)
-        self.opt = build_optimizer(self.raw, cfg.optim)
+        self.opt = make_optimizer(self.raw, cfg.optim)
         self.ema = EMA(self.raw, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.out_dir = Path(cfg.train.out_dir)
         self.log = MetricsLog(self.out_dir, self.info.is_main, self.task.eval_fields)
@@ -132,6 +132,7 @@ class Trainer:
         accum = self.cfg.train.grad_accum
         self.lr_factor = self._lr_factor()
         self.opt.set_lr_factor(self.lr_factor)
+        self.opt.set_step(min(self.step, self.cfg.train.steps), self.cfg.train.steps)
         self.opt.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.info.device)
         iters, stalled, flops = [], [], []
@@ -154,7 +155,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
         loss_mean = all_reduce_mean(loss_sum / accum)
         finite = bool(torch.isfinite(loss_mean) & torch.isfinite(grad_norm))
-        if finite:
+        if finite and self.cfg.optim.updates_at(self.step):
             self.opt.step()
             if self.ema is not None:
                 self.ema.update(self.raw)

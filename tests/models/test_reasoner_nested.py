@@ -11,7 +11,7 @@ import torch
 
 from attractor.models import build_model
 from attractor.models.grid import trunc_normal_
-from attractor.train.optim import OptimConfig, SignSGD, build_optimizer, param_groups
+from attractor.train.optim import OptimConfig, SignSGD, make_optimizer, param_groups
 
 SIX = dict(side=6, box_rows=2, box_cols=3, vocab_size=8)  # 6 x 6 Sudoku: tokens 0..7
 TINY = dict(dim=32, n_heads=2, **SIX)
@@ -278,14 +278,19 @@ def test_truncated_normal_has_the_asked_standard_deviation():
     assert t.abs().max().item() <= 2 * s and t.abs().max().item() > 1.99 * s
 
 
-def test_puzzle_embedding_trains_by_sign_descent():
-    """The puzzle embedding is the "signsgd" group; a step is p (1 - lr wd) - lr sign(g)."""
+@pytest.mark.parametrize("name", ["adamw", "muon-ns", "muon"])
+def test_puzzle_embedding_trains_by_sign_descent(name):
+    """The puzzle embedding is the "signsgd" group under every optimizer name, with its own
+    lr and decay; a step is p (1 - lr wd) - lr sign(g)."""
     model = nested(prefix="puzzle", n_prefix=4).float()
-    cfg = OptimConfig(name="adamw", lr=1e-3, signsgd_lr=1e-2, signsgd_weight_decay=1.0)
+    cfg = OptimConfig(name=name, lr=1e-3, signsgd_lr=1e-2, signsgd_weight_decay=1.0)
     groups = {g["name"]: g["params"] for g in param_groups(model, cfg)}
     assert [p is model.embed.puzzle.weight for p in groups["signsgd"]] == [True]
-    opt = build_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     assert isinstance(opt.optimizers["signsgd"], SignSGD)
+    owners = [k for k, o in opt.optimizers.items() for g in o.param_groups for p in g["params"]
+              if p is model.embed.puzzle.weight]  # fmt: skip
+    assert owners == ["signsgd"]
     with torch.no_grad():
         model.embed.puzzle.weight.normal_()
     before = model.embed.puzzle.weight.detach().clone()

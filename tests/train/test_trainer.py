@@ -37,6 +37,7 @@ def tiny_config(out_dir, preset="gpt-cpu", steps=6, extra=(), **train) -> RunCon
         "train.progress=false",
         f"train.out_dir={out_dir}",
         "train.device=cpu",
+        "optim.name=muon-ns",  # exact comparisons: no bfloat16 orthogonalisation, no skipped step
     ] + [f"train.{k}={v}" for k, v in train.items()]
     sets += list(extra)  # last, so they override the defaults above
     return load_config(None, sets)
