@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attractor.nn.kv_cache import KVCache
-from attractor.nn.norm import RMSNorm
+from attractor.nn.gated_linear import gated_linear
+from attractor.nn.norm import RMSNorm, rms_norm
 from attractor.nn.rotary import RopeLayout, Rotary, apply_rotary
 
 # "learned": an RMSNorm with a weight over Dh, before rotary (ours); "weightless":
@@ -83,9 +84,17 @@ class Attention(nn.Module):
         self.rope_layout = rope_layout
 
     def forward(
-        self, x: Tensor, cache: KVCache | None = None, value_embed: Tensor | None = None
+        self,
+        x: Tensor,
+        cache: KVCache | None = None,
+        value_embed: Tensor | None = None,
+        gate: Tensor | None = None,
     ) -> Tensor:
-        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C)."""
+        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C); a `gate` (C,)
+        multiplies the output (`gated_linear`: Wo's output is not kept for backward).
+
+        Rotary and the norms run in the (B, T, H, Dh) layout, so that attention's output
+        comes back in it too and reaches Wo as a view, not a copy."""
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dh)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, Dh)
@@ -95,20 +104,21 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, Dh)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, Dh)
         start = 0 if cache is None else cache.length
         if self.rotary is not None:
             cos, sin = self.rotary(T, start)
-            q, k = (
-                apply_rotary(q, cos, sin, self.rope_layout),
-                apply_rotary(k, cos, sin, self.rope_layout),
-            )
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, Dh/2): over the heads
+            q = apply_rotary(q, cos, sin, self.rope_layout)
+            k = apply_rotary(k, cos, sin, self.rope_layout)
         if self.weightless_qk_norm:
             q, k = _weightless_norm(q), _weightless_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S, Dh)
-        y = self._attend(q, k, v, start)  # (B, H, T, Dh)
-        return self.wo(y.transpose(1, 2).reshape(B, T, C))
+        y = self._attend(q, k, v, start).transpose(1, 2).reshape(B, T, C)
+        if gate is None:
+            return self.wo(y)
+        return gated_linear(y, self.wo.weight, self.wo.bias, gate)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
         """Scaled dot-product attention of q (B, H, T, Dh) at positions start.. over k, v."""
@@ -132,5 +142,4 @@ class Attention(nn.Module):
 def _weightless_norm(x: Tensor) -> Tensor:
     """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32:
     the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch (float32 inputs)."""
-    eps = torch.finfo(torch.float32).eps
-    return F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)
+    return rms_norm(x, None, torch.finfo(torch.float32).eps)
