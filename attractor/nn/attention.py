@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attractor.nn.kv_cache import KVCache
-from attractor.nn.gated_linear import gated_linear
 from attractor.nn.norm import RMSNorm, rms_norm
 from attractor.nn.rotary import RopeLayout, Rotary, apply_rotary
 
@@ -84,17 +83,15 @@ class Attention(nn.Module):
         self.rope_layout = rope_layout
 
     def forward(
-        self,
-        x: Tensor,
-        cache: KVCache | None = None,
-        value_embed: Tensor | None = None,
-        gate: Tensor | None = None,
+        self, x: Tensor, cache: KVCache | None = None, value_embed: Tensor | None = None
     ) -> Tensor:
-        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C); a `gate` (C,)
-        multiplies the output (`gated_linear`: Wo's output is not kept for backward).
+        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C).
 
-        Rotary and the norms run in the (B, T, H, Dh) layout, so that attention's output
-        comes back in it too and reaches Wo as a view, not a copy."""
+        Rotary and the norms run in the (B, T, H, Dh) layout and attention gets transposed
+        views of it: its output then comes back in that memory layout too (CPU flash
+        attention follows the query's strides) and reaches Wo as a view. From contiguous
+        (B, H, T, Dh) queries it came back (B, H, T, Dh)-contiguous, and the reshape for Wo
+        was a copy that Wo saved beside attention's own saved output."""
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dh)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, Dh)
@@ -116,9 +113,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S, Dh)
         y = self._attend(q, k, v, start).transpose(1, 2).reshape(B, T, C)
-        if gate is None:
-            return self.wo(y)
-        return gated_linear(y, self.wo.weight, self.wo.bias, gate)
+        return self.wo(y)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
         """Scaled dot-product attention of q (B, H, T, Dh) at positions start.. over k, v."""
@@ -140,6 +135,7 @@ class Attention(nn.Module):
 
 
 def _weightless_norm(x: Tensor) -> Tensor:
-    """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32:
-    the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch (float32 inputs)."""
+    """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32
+    (`rms_norm`): the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch
+    (float32 inputs)."""
     return rms_norm(x, None, torch.finfo(torch.float32).eps)

@@ -78,20 +78,15 @@ class Block(nn.Module):
         self.mlp = MLPS[mlp](dim, mlp_hidden, s.mlp_scale)
 
     def attn_branch(
-        self,
-        x: Tensor,
-        cache: KVCache | None = None,
-        value_embed: ValueEmbed = None,
-        gate: Tensor | None = None,
+        self, x: Tensor, cache: KVCache | None = None, value_embed: ValueEmbed = None
     ) -> Tensor:
-        """Attn(norm1 x), (B, T, C); times `gate` (C,) when given."""
+        """Attn(norm1 x), (B, T, C)."""
         h = self.norm1(x)
-        ve = value_embed(h) if callable(value_embed) else value_embed
-        return self.attn(h, cache, ve, gate)
+        return self.attn(h, cache, value_embed(h) if callable(value_embed) else value_embed)
 
-    def mlp_branch(self, h: Tensor, gate: Tensor | None = None) -> Tensor:
-        """MLP(norm2 h), (B, T, C); times `gate` (C,) when given."""
-        return self.mlp(self.norm2(h), gate)
+    def mlp_branch(self, h: Tensor) -> Tensor:
+        """MLP(norm2 h), (B, T, C)."""
+        return self.mlp(self.norm2(h))
 
     def forward(
         self, x: Tensor, cache: KVCache | None = None, value_embed: ValueEmbed = None
@@ -167,6 +162,6 @@ class GatedBlock(Block):
     def forward(
         self, x: Tensor, cache: KVCache | None = None, value_embed: ValueEmbed = None
     ) -> Tensor:
-        g_a, g_m = self.gates()  # the branches' output layers apply them (`gated_linear`)
-        h = x + self.attn_branch(x, cache, value_embed, g_a.to(x.dtype))  # (B, T, C)
-        return h + self.mlp_branch(h, g_m.to(x.dtype))
+        g_a, g_m = self.gates()
+        h = x + g_a.to(x.dtype) * self.attn_branch(x, cache, value_embed)  # (B, T, C)
+        return h + g_m.to(x.dtype) * self.mlp_branch(h)

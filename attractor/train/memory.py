@@ -91,8 +91,9 @@ class SavedTensors:
 
         Walks the graph of `outputs` and reads what each node saved (a built-in node's
         ``_saved_*`` fields, a custom Function's ``saved_tensors``). A storage saved by
-        several nodes counts once, for the one the forward made first (the lowest
-        sequence number): a layer's output saved by the next layer counts for the layer.
+        several nodes counts once, for the one of them the forward made first (the lowest
+        sequence number): relu's output, saved by relu and by the next matmul, counts for
+        relu; a norm's output that only the next matmul saves counts for the matmul.
         Counted storages no reachable node holds (a graph freed in the block) go under
         `UNREACHED`. Call it after the block and before backward frees the graph.
         """
