@@ -1,30 +1,35 @@
-"""Saved-for-backward bytes per autograd op: a backbone block, a head block, a training step.
+"""Saved-for-backward bytes per autograd op (issue 17, item 6): one block, a training step.
 
-Issue 17's configuration: attractor-cpu with 4 backbone blocks and 1 head block (d 256, 4
-heads, FFN 1024, vocabulary 4096), a batch of 8 x 256 tokens, float32, one Neumann term
-without clip (backward "neumann", neumann_clip None), the training solver forced to
-exactly T iterations (T_max = T_min = T, tol 0). Two block numerics: ours (the defaults:
-learned QK-norm before half-split rotary, mlp_scale 1, norm_eps 1e-6) and the paper
-code's ("reference": interleaved rotary, weightless QK-norm after it, mlp_scale 0.5,
-norm_eps 1e-5). Saved bytes are counted by `attractor.train.memory.SavedTensors`,
-parameters excluded, and split by the autograd node that saved each storage
-(`SavedTensors.by_op`): for one backbone block and one head block on a (8, 256, 256)
-input, and for the whole step (forward of the next-token loss on materialised logits, as
-the issue measured; the trainer's chunked loss is reported beside it).
+Issue 17's configuration: d 256, 4 heads, FFN 1024, 4 backbone + 1 head block, vocabulary
+4096, a batch of 8 x 256 tokens, float32, one Neumann term without clip (backward
+"neumann", neumann_clip None), the training solve forced to exactly T iterations (T_min =
+T_max = T, tol 0). Two numerics on that shape:
+
+- "paper": the attractor-140m preset, the paper code's numerics (interleaved rotary base
+  5e4, weightless QK-norm after it, mlp_scale 0.5, norm_eps 1e-5, gates fixed at 0.75),
+  as the reference implementation computes;
+- "ours": attractor-cpu with 4 backbone blocks (half-split rotary, learned QK-norm before
+  it, mlp_scale 1, norm_eps 1e-6, learnable gates).
+
+Saved bytes are counted by `attractor.train.memory.SavedTensors`, parameters excluded
+(buffers, i.e. the rotary tables, counted), and split by the autograd node that saved
+each storage (`SavedTensors.by_op`): for one backbone block and one head block on an
+(8, 256, 256) input, and for the whole step (the next-token loss on materialised
+logits, as the issue measured; the trainer's chunked loss is reported beside it).
 
 With ``--baseline DIR`` (a checkout whose `attractor` package is DIR/attractor) every
-measurement is repeated on that code, and the step time of the two is compared: two
-persistent child processes, one per checkout, take turns stepping (forward and backward,
-the same model and batch), and the ratio is of their median step times.
+measurement is repeated on that code, and the time of a training step (forward and
+backward, materialised logits) and of an evaluation forward (no gradients, depth T) are
+compared: two persistent child processes, one per checkout, take turns (one step of the
+one, then one of the other), and each ratio is of the two median times.
 
-    python benchmarks/saved_bytes_per_op.py                     # T = 4, 16
-    python benchmarks/saved_bytes_per_op.py --baseline /tmp/old --steps 9
+    python benchmarks/saved_bytes_per_op.py                                  # T = 4, 16, 64
+    python benchmarks/saved_bytes_per_op.py --baseline /tmp/old17 --repeats 7
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import os
@@ -36,13 +41,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from common import parse_depths, write_result  # noqa: E402
+
 MIB = 2**20
 REFERENCE_MIB = 250.7  # the paper's code on this configuration, as issue 17 measured it
-BATCH, SEQ_LEN, N_BACKBONE = 8, 256, 4
-NUMERICS = {
-    "ours": {},
-    "reference": dict(norm_eps=1e-5, qk_norm="weightless", rope_layout="interleaved", mlp_scale=0.5),
-}  # fmt: skip
+BATCH, SEQ_LEN = 8, 256
+SHAPE = dict(dim=256, n_heads=4, mlp_ratio=4.0, n_backbone=4, n_head_layers=1,
+             vocab_size=4096, max_seq_len=512)  # fmt: skip
+NUMERICS = {  # name -> (preset, its fixed-point overrides)
+    "paper": ("attractor-140m", {}),
+    "ours": ("attractor-cpu", {"backward": "neumann", "neumann_clip": None}),
+}
+MODES = ("train", "eval")
 
 
 def _memory_module():
@@ -57,18 +68,18 @@ def _memory_module():
 
 
 def build(numerics: str, depth: int):
-    """The issue's model at depth T in the given numerics, in training mode."""
+    """The issue's model in the given numerics, its training solve forced to T = depth."""
+    import dataclasses
+
     import torch
 
     from attractor.models import build_model, preset_config
 
-    solver = preset_config("attractor-cpu").fixed_point.train_solver
+    preset, fixed_point = NUMERICS[numerics]
+    solver = preset_config(preset).fixed_point.train_solver
     forced = dataclasses.replace(solver, max_iter=depth, min_iter=depth, tol=0.0)
-    fixed_point = {"train_solver": forced, "backward": "neumann", "neumann_clip": None}
     torch.manual_seed(0)
-    model = build_model(
-        "attractor-cpu", n_backbone=N_BACKBONE, fixed_point=fixed_point, **NUMERICS[numerics]
-    )
+    model = build_model(preset, fixed_point={**fixed_point, "train_solver": forced}, **SHAPE)
     return model.train()
 
 
@@ -80,16 +91,17 @@ def batch(vocab: int):
 
 
 def measure(numerics: str, depths: list[int]) -> dict:
-    """Saved bytes by op of one backbone block, one head block, and the step at each T."""
+    """Saved bytes (and their split by op) of one backbone block, one head block, and the
+    training step at each T."""
     import torch
 
     memory = _memory_module()
     model = build(numerics, depths[0])
-    params = list(model.parameters())
     x = torch.randn(BATCH, SEQ_LEN, model.config.dim, requires_grad=True)
     blocks = {}
-    for name, block in (("backbone block", model.backbone[0]), ("head block", model.head.blocks[0])):
-        with memory.SavedTensors(exclude=params) as saved:
+    one_of_each = {"backbone block": model.backbone[0], "head block": model.head.blocks[0]}
+    for name, block in one_of_each.items():
+        with memory.SavedTensors(exclude=model.parameters()) as saved:
             out = block(x)
         blocks[name] = {"saved_bytes": saved.bytes, "by_op": saved.by_op(out)}
     steps = {}
@@ -109,31 +121,45 @@ def measure(numerics: str, depths: list[int]) -> dict:
 
 
 def serve(numerics: str, depth: int, threads: int) -> None:
-    """Step on request: one line "step" on stdin -> one training step, its seconds on stdout."""
+    """Time on request: a line "train" (a training step, forward and backward) or "eval"
+    (a forward at depth T without gradients) on stdin -> its seconds on stdout."""
     import torch
 
     torch.set_num_threads(threads)
     model = build(numerics, depth)
     ids = batch(model.config.vocab_size)
 
-    def step() -> float:
+    def train() -> float:
         model.zero_grad(set_to_none=True)
         start = time.perf_counter()
         model(ids[:, :-1], labels=ids[:, 1:]).loss.backward()
         return time.perf_counter() - start
 
-    step()  # warm-up
+    def evaluate() -> float:
+        model.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model(ids[:, :-1], labels=ids[:, 1:], depth=depth)
+        seconds = time.perf_counter() - start
+        model.train()
+        if out.depth != depth:
+            sys.exit(f"saved_bytes_per_op: evaluation ran depth {out.depth}, not {depth}")
+        return seconds
+
+    runs = {"train": train, "eval": evaluate}
+    train(), evaluate()  # warm-up
     print("ready", flush=True)
     for line in sys.stdin:
-        if line.strip() != "step":
+        if line.strip() not in runs:
             break
-        print(f"{step():.6f}", flush=True)
+        print(f"{runs[line.strip()]():.6f}", flush=True)
 
 
 def _env(tree: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     if tree is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        paths = [str(tree), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
     return env
 
 
@@ -146,40 +172,30 @@ def run_child(args: list[str], tree: Path | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def step_times(numerics: str, depth: int, trees: dict[str, Path | None], steps: int, threads: int):
-    """Each tree's step seconds, from persistent children that take turns stepping."""
+def times(numerics: str, depth: int, trees: dict[str, Path | None], repeats: int, threads: int):
+    """{mode: {tree: [seconds, ...]}} from persistent children that take turns."""
     cmd = [sys.executable, __file__, "--serve", f"{numerics}:{depth}", "--threads", str(threads)]
     children = {
         name: subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=_env(tree))
         for name, tree in trees.items()
     }  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in trees}
+    seconds: dict[str, dict[str, list[float]]] = {m: {n: [] for n in trees} for m in MODES}
     try:
         for name, child in children.items():
             if child.stdout.readline().strip() != "ready":
-                sys.exit(f"saved_bytes_per_op: the {name} step server did not start")
-        for _ in range(steps):
-            for name, child in children.items():
-                child.stdin.write("step\n")
-                child.stdin.flush()
-                times[name].append(float(child.stdout.readline()))
+                sys.exit(f"saved_bytes_per_op: the {name} timing server did not start")
+        for _ in range(repeats):
+            for mode in MODES:
+                for name, child in children.items():
+                    child.stdin.write(f"{mode}\n")
+                    child.stdin.flush()
+                    seconds[mode][name].append(float(child.stdout.readline()))
     finally:
         for child in children.values():
             child.stdin.close()
             child.wait()
-    return times
-
-
-def parse_depths(text: str) -> list[int]:
-    """'4,16' -> [4, 16]; every depth at least 1."""
-    try:
-        depths = [int(d) for d in text.split(",")]
-    except ValueError:
-        depths = []
-    if not depths or min(depths) < 1:
-        raise argparse.ArgumentTypeError(f"expected e.g. 4,16 (each >= 1), got {text!r}")
-    return depths
+    return seconds
 
 
 def parse_serve(spec: str) -> tuple[str, int]:
@@ -190,28 +206,35 @@ def parse_serve(spec: str) -> tuple[str, int]:
     return numerics, int(depth)
 
 
+def _commit(tree: Path) -> str:
+    """The baseline checkout's commit."""
+    proc = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)  # fmt: skip
+    return proc.stdout.strip() or "unknown"
+
+
 def print_tables(result: dict) -> None:
-    """Per-op MiB of each block and the step totals, for every tree and numerics."""
+    """Per-op MiB of each block, the step totals, and the time ratios."""
     for tree, by_numerics in result["trees"].items():
         for numerics, m in by_numerics.items():
             for name, block in m["blocks"].items():
-                print(f"{tree} / {numerics} / {name}: {block['saved_bytes'] / MIB:.2f} MiB")
+                print(f"{tree} / {numerics} / {name}: {block['saved_bytes'] / MIB:.3f} MiB")
                 for op, size in block["by_op"].items():
                     print(f"    {op:<48} {size / MIB:8.3f}")
             for depth, row in m["steps"].items():
                 mib = {loss: r["saved_bytes"] / MIB for loss, r in row.items()}
-                print(f"{tree} / {numerics} / step T={depth}: {mib['materialised']:.1f} MiB "
-                      f"(chunked loss {mib['chunked']:.1f}; reference {REFERENCE_MIB})")  # fmt: skip
-    for numerics, row in result.get("step_time", {}).items():
-        print(f"step time {numerics} T={row['T']}: after / before = {row['ratio']:.3f}")
+                print(f"{tree} / {numerics} / step T={depth}: {mib['materialised']:.2f} MiB "
+                      f"(chunked {mib['chunked']:.2f}; reference {REFERENCE_MIB})")  # fmt: skip
+    for key, row in result.get("time", {}).items():
+        print(f"{key}: after / before = {row['ratio']:.3f} (medians {row['median_s']})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--depths", type=parse_depths, default=[4, 16])
+    ap.add_argument("--depths", type=parse_depths, default=[4, 16, 64])
     ap.add_argument("--baseline", type=Path, help="a checkout to compare with (DIR/attractor)")
-    ap.add_argument("--steps", type=int, default=7, help="timed steps per checkout (baseline)")
-    ap.add_argument("--time-depth", type=int, default=4, help="T of the timed steps")
+    ap.add_argument("--repeats", type=int, default=7, help="timed runs per checkout and mode")
+    ap.add_argument("--time-depths", type=parse_depths, default=[4, 16])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="saved_bytes_per_op")
     ap.add_argument("--measure", choices=list(NUMERICS), help=argparse.SUPPRESS)
@@ -231,14 +254,16 @@ def main() -> None:
     depths = ",".join(map(str, args.depths))
     result: dict = {
         "result": "saved_bytes_per_op",
-        "config": f"attractor-cpu, n_backbone {N_BACKBONE}, 1 head block, backward neumann, "
-        "neumann_clip None, training solver forced to exactly T iterations",
+        "config": "d 256, 4 heads, FFN 1024, 4 backbone + 1 head block, vocabulary 4096, "
+        "backward neumann, neumann_clip None, training solve forced to exactly T iterations",
+        "shape": SHAPE,
         "batch": BATCH,
         "seq_len": SEQ_LEN,
         "depths": args.depths,
-        "numerics": NUMERICS,
+        "numerics": {n: {"preset": p, "fixed_point": fp} for n, (p, fp) in NUMERICS.items()},
         "reference_mib": REFERENCE_MIB,
         "baseline": None if args.baseline is None else str(args.baseline),
+        "baseline_commit": None if args.baseline is None else _commit(args.baseline),
         "saved_bytes": "distinct storages saved for backward, parameters excluded; by_op: "
         "the autograd node that saved each (the first made, when several did)",
         "trees": {
@@ -247,21 +272,19 @@ def main() -> None:
         },
     }
     if args.baseline is not None:
-        result["step_time"] = {}
+        result["time"] = {}
         for numerics in NUMERICS:
-            times = step_times(numerics, args.time_depth, trees, args.steps, args.threads)
-            medians = {name: statistics.median(t) for name, t in times.items()}
-            result["step_time"][numerics] = {
-                "T": args.time_depth,
-                "threads": args.threads,
-                "seconds": times,
-                "median_s": medians,
-                "ratio": medians["after"] / medians["before"],
-            }
+            for depth in args.time_depths:
+                seconds = times(numerics, depth, trees, args.repeats, args.threads)
+                for mode, by_tree in seconds.items():
+                    medians = {name: statistics.median(t) for name, t in by_tree.items()}
+                    result["time"][f"{mode} {numerics} T={depth}"] = {
+                        "threads": args.threads,
+                        "seconds": by_tree,
+                        "median_s": medians,
+                        "ratio": medians["after"] / medians["before"],
+                    }
     print_tables(result)
-    sys.path.insert(0, str(HERE))
-    from common import write_result
-
     print(f"wrote {write_result(args.name, result)}")
 
 

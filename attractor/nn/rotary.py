@@ -41,8 +41,13 @@ class Rotary(nn.Module):
         return self.cos[start:end], self.sin[start:end]  # (T, Dh/2) each
 
 
-def _rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout) -> Tensor:
-    """Each pair (a, b) of x's last dim -> (a cos - b sin, a sin + b cos)."""
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout = "half") -> Tensor:
+    """Rotate x (..., Dh) by the tables of `Rotary`, cos and sin broadcasting against x's
+    (..., Dh/2): (T, Dh/2) for x (B, H, T, Dh), (T, 1, Dh/2) for x (B, T, H, Dh). Pair i
+    is (x_i, x_{i+Dh/2}) in the "half" layout (GPT-NeoX, Llama in Hugging Face form) and
+    (x_2i, x_2i+1) in the "interleaved" one (RoFormer's original, the paper's code); each
+    pair (a, b) becomes (a cos - b sin, a sin + b cos). With gradients autograd saves the
+    tables only (a product with a constant saves the constant)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     if layout == "half":
         d = x.size(-1) // 2
@@ -50,34 +55,3 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout) -> Tensor:
         return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
     a, b = x[..., 0::2], x[..., 1::2]  # (..., Dh/2)
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-
-
-class _Rotate(torch.autograd.Function):
-    """The rotation as one autograd node: it saves cos and sin only (autograd through
-    `_rotate` keeps both halves of x). A rotation's transpose is its inverse, so the
-    gradient is the gradient rotated back, by the same formula with -sin."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout) -> Tensor:
-        ctx.save_for_backward(cos, sin)
-        ctx.layout = layout
-        return _rotate(x, cos, sin, layout)
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None, None, None]:
-        cos, sin = ctx.saved_tensors
-        return _rotate(g, cos, -sin, ctx.layout), None, None, None
-
-
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout = "half") -> Tensor:
-    """Rotate x (..., T, Dh) by the tables of `Rotary`, cos and sin broadcasting against
-    x's (..., Dh/2): (T, Dh/2) for x (B, H, T, Dh), (T, 1, Dh/2) for x (B, T, H, Dh).
-    Pair i is (x_i, x_{i+Dh/2}) in the "half" layout (GPT-NeoX, Llama in Hugging Face
-    form) and (x_2i, x_2i+1) in the "interleaved" one (RoFormer's original, the paper's
-    code); each pair (a, b) becomes (a cos - b sin, a sin + b cos). With gradients the
-    rotation saves nothing of x (`_Rotate`)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        if cos.requires_grad or sin.requires_grad:
-            raise ValueError("apply_rotary: cos and sin are tables, not trained; detach them")
-        return _Rotate.apply(x, cos, sin, layout)
-    return _rotate(x, cos, sin, layout)
