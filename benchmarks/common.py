@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import shutil
@@ -22,6 +23,17 @@ def write_result(name: str, numbers: dict) -> Path:
     """Write benchmarks/results/NAME.json atomically, with this run's provenance."""
     record = provenance(source=Path(__file__).resolve().parent)
     return atomic_write_json(RESULTS / f"{name}.json", {**record, **numbers})
+
+
+def parse_depths(text: str) -> list[int]:
+    """'4,8,16' -> [4, 8, 16]; every depth at least 1 (the benchmarks' --depths)."""
+    try:
+        depths = [int(d) for d in text.split(",")]
+    except ValueError:
+        depths = []
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"expected e.g. 4,8,16 (each >= 1), got {text!r}")
+    return depths
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:

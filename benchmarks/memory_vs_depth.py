@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, parse_depths, write_result  # noqa: E402
 
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import (  # noqa: E402
@@ -138,17 +138,6 @@ def parse_one(spec: str) -> tuple[str, int]:
             f"expected CONFIG:T with CONFIG in {', '.join(CONFIGS)} and T >= 1, got {spec!r}"
         )
     return config, int(depth)
-
-
-def parse_depths(text: str) -> list[int]:
-    """'4,8,16' -> [4, 8, 16]; every depth at least 1."""
-    try:
-        depths = [int(d) for d in text.split(",")]
-    except ValueError:
-        depths = []
-    if not depths or min(depths) < 1:
-        raise argparse.ArgumentTypeError(f"expected e.g. 4,8,16 (each >= 1), got {text!r}")
-    return depths
 
 
 def print_table(configs: dict[str, dict]) -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attractor.nn.kv_cache import KVCache
-from attractor.nn.norm import RMSNorm
+from attractor.nn.norm import RMSNorm, rms_norm
 from attractor.nn.rotary import RopeLayout, Rotary, apply_rotary
 
 # "learned": an RMSNorm with a weight over Dh, before rotary (ours); "weightless":
@@ -85,7 +85,13 @@ class Attention(nn.Module):
     def forward(
         self, x: Tensor, cache: KVCache | None = None, value_embed: Tensor | None = None
     ) -> Tensor:
-        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C)."""
+        """x (B, T, C), value_embed (B, T, Hkv*Dh) or None -> (B, T, C).
+
+        Rotary and the norms run in the (B, T, H, Dh) layout and attention gets transposed
+        views of it: its output then comes back in that memory layout too (CPU flash
+        attention follows the query's strides) and reaches Wo as a view. From contiguous
+        (B, H, T, Dh) queries it came back (B, H, T, Dh)-contiguous, and the reshape for Wo
+        was a copy that Wo saved beside attention's own saved output."""
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, Dh)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, Dh)
@@ -95,20 +101,19 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, Hkv, Dh)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, Dh)
         start = 0 if cache is None else cache.length
         if self.rotary is not None:
             cos, sin = self.rotary(T, start)
-            q, k = (
-                apply_rotary(q, cos, sin, self.rope_layout),
-                apply_rotary(k, cos, sin, self.rope_layout),
-            )
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (T, 1, Dh/2): over the heads
+            q = apply_rotary(q, cos, sin, self.rope_layout)
+            k = apply_rotary(k, cos, sin, self.rope_layout)
         if self.weightless_qk_norm:
             q, k = _weightless_norm(q), _weightless_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, Dh)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S, Dh)
-        y = self._attend(q, k, v, start)  # (B, H, T, Dh)
-        return self.wo(y.transpose(1, 2).reshape(B, T, C))
+        y = self._attend(q, k, v, start).transpose(1, 2).reshape(B, T, C)
+        return self.wo(y)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
         """Scaled dot-product attention of q (B, H, T, Dh) at positions start.. over k, v."""
@@ -130,7 +135,7 @@ class Attention(nn.Module):
 
 
 def _weightless_norm(x: Tensor) -> Tensor:
-    """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32:
-    the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch (float32 inputs)."""
-    eps = torch.finfo(torch.float32).eps
-    return F.rms_norm(x.float(), (x.size(-1),), eps=eps).to(x.dtype)
+    """x / sqrt(mean(x^2) + eps) over Dh, no weight, eps = float32 eps, computed in float32
+    (`rms_norm`): the paper's QK-norm, `F.rms_norm(x, (Dh,))` with eps left to torch
+    (float32 inputs)."""
+    return rms_norm(x, None, torch.finfo(torch.float32).eps)

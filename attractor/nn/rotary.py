@@ -42,14 +42,16 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout = "half") -> Tensor:
-    """Rotate x (B, H, T, Dh) by the tables of `Rotary`. Pair i is (x_i, x_{i+Dh/2}) in the
-    "half" layout (GPT-NeoX, Llama in Hugging Face form) and (x_2i, x_2i+1) in the
-    "interleaved" one (RoFormer's original, the paper's code); each pair (a, b) becomes
-    (a cos - b sin, a sin + b cos)."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # (T, Dh/2), broadcast over B, H
+    """Rotate x (..., Dh) by the tables of `Rotary`, cos and sin broadcasting against x's
+    (..., Dh/2): (T, Dh/2) for x (B, H, T, Dh), (T, 1, Dh/2) for x (B, T, H, Dh). Pair i
+    is (x_i, x_{i+Dh/2}) in the "half" layout (GPT-NeoX, Llama in Hugging Face form) and
+    (x_2i, x_2i+1) in the "interleaved" one (RoFormer's original, the paper's code); each
+    pair (a, b) becomes (a cos - b sin, a sin + b cos). With gradients autograd saves the
+    tables only (a product with a constant saves the constant)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     if layout == "half":
         d = x.size(-1) // 2
-        a, b = x[..., :d], x[..., d:]  # (B, H, T, Dh/2)
+        a, b = x[..., :d], x[..., d:]  # (..., Dh/2)
         return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    a, b = x[..., 0::2], x[..., 1::2]  # (B, H, T, Dh/2)
+    a, b = x[..., 0::2], x[..., 1::2]  # (..., Dh/2)
     return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)

@@ -11,7 +11,7 @@ from torch import nn
 
 import attractor as at
 from attractor.eval.plots import plot_results
-from attractor.train.memory import SavedTensors, current_rss_bytes, peak_rss_bytes
+from attractor.train.memory import UNREACHED, SavedTensors, current_rss_bytes, peak_rss_bytes
 
 F32 = 4  # bytes
 
@@ -62,6 +62,67 @@ def test_nothing_saved_without_grad():
     with torch.no_grad(), SavedTensors() as saved:
         lin(torch.randn(2, 8))
     assert saved.bytes == saved.excluded_bytes == saved.storages == 0
+
+
+class _SavesAnExtra(torch.autograd.Function):
+    """y = 2 x; saves x and a (3,) tensor of its own: a custom Function's saves."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x, torch.zeros(3))
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def test_by_op_attributes_each_storage_to_the_first_node_that_saved_it():
+    # a = exp(x): Exp saves a, and Mm saves a again (one storage: Exp's); b = a W: Mm
+    # also saves W (a parameter, excluded); c = tanh(b): Tanh saves c, and Pow saves c
+    # again (Tanh's); d = c^3: Pow saves no output; e = sin(d): Sin saves d; f: the
+    # custom Function saves e and a (3,) tensor; the sum saves nothing.
+    x = torch.randn(5, 7, requires_grad=True)
+    w = torch.randn(7, 11, requires_grad=True)
+    with SavedTensors(exclude=[w]) as saved:
+        e = x.exp().mm(w).tanh().pow(3).sin()
+        loss = _SavesAnExtra.apply(e).sum()
+    split = saved.by_op(loss)
+    assert split == {
+        "ExpBackward0": F32 * 5 * 7,
+        "TanhBackward0": F32 * 5 * 11,
+        "SinBackward0": F32 * 5 * 11,
+        "_SavesAnExtraBackward": F32 * (5 * 11 + 3),
+    }
+    assert sum(split.values()) == saved.bytes
+    assert list(split) == sorted(split, key=split.get, reverse=True)  # largest first
+
+
+def test_by_op_puts_saves_of_other_graphs_under_unreached():
+    x = torch.randn(4, 6, requires_grad=True)
+    with SavedTensors() as saved:
+        loss = x.exp().sum()
+        x.tanh().sum()  # its graph is dropped at once; the hook still counted tanh(x)
+        other = x.sigmoid().sum()
+    assert saved.by_op(loss) == {"ExpBackward0": F32 * 24, UNREACHED: 2 * F32 * 24}
+    assert saved.by_op(loss, other) == {
+        "ExpBackward0": F32 * 24, "SigmoidBackward0": F32 * 24, UNREACHED: F32 * 24
+    }  # fmt: skip
+
+
+def test_by_op_sums_to_bytes_on_a_training_step():
+    torch.manual_seed(0)
+    model = at.build_model(
+        kind="attractor", vocab_size=64, dim=32, n_heads=2, n_backbone=1, n_head_layers=1,
+        max_seq_len=16, fixed_point={"backward": "neumann"},
+    ).train()  # fmt: skip
+    ids = torch.randint(64, (2, 17), generator=torch.Generator().manual_seed(0))
+    with SavedTensors(exclude=model.parameters()) as saved:
+        loss = model(ids[:, :-1], labels=ids[:, 1:]).loss
+    split = saved.by_op(loss)
+    assert sum(split.values()) == saved.bytes > 0
+    assert UNREACHED not in split
+    loss.backward()
 
 
 def _attractor_saved(depth: int) -> int:
