@@ -17,11 +17,18 @@ from attractor.core.provenance import provenance
 from attractor.train.config import load_config
 
 RESULTS = Path(__file__).parent / "results"
+SOURCE = Path(__file__).resolve().parent
+# the checkout's commit when the benchmark started, i.e. of the code it imported and ran
+COMMIT_AT_START = provenance(source=SOURCE)["commit"]
 
 
 def write_result(name: str, numbers: dict) -> Path:
-    """Write benchmarks/results/NAME.json atomically, with this run's provenance."""
-    record = provenance(source=Path(__file__).resolve().parent)
+    """Write benchmarks/results/NAME.json atomically, with this run's provenance. "commit" is
+    the commit the run started at; a checkout that moved on during a long run is recorded
+    beside it as "commit_at_write"."""
+    record = provenance(source=SOURCE)
+    if record["commit"] != COMMIT_AT_START:
+        record = {**record, "commit": COMMIT_AT_START, "commit_at_write": record["commit"]}
     return atomic_write_json(RESULTS / f"{name}.json", {**record, **numbers})
 
 
