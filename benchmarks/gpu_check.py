@@ -121,7 +121,9 @@ def train_run(preset: str, compiled: bool, batch: int, args: argparse.Namespace)
         "steps": args.steps,
         "median_step_s": step_s,
         "first_step_s": seconds[0],
-        "compile_s": seconds[0] - step_s if compiled else None,
+        # the first step's excess over the median; not measured in --quick (aot_eager, a
+        # few tiny steps: below the timing noise)
+        "compile_s": seconds[0] - step_s if compiled and not args.quick else None,
         "tokens_per_s": tokens / step_s,
         "achieved_flops": achieved,
         "mfu": achieved / PEAK_BF16 if cuda else None,
