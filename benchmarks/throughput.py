@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, optimizer_of, write_result  # noqa: E402
 
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
@@ -47,12 +47,14 @@ def matmul_peak(device: torch.device, n: int, repeats: int = 10) -> float:
 
 
 def measure(preset: str, args: argparse.Namespace) -> dict:
-    overrides = "{vocab_size: 257}" if preset.endswith("-cpu") else "{}"
+    cpu_preset = preset.endswith("-cpu")
+    overrides = "{vocab_size: 257}" if cpu_preset else "{}"
     cfg = load_config(
         None,
         [
             f"model.preset={preset}",
             f"model.overrides={overrides}",
+            f"optim.name={optimizer_of(preset)}",
             "data.source=synthetic",
             f"data.seq_len={args.seq_len}",
             f"data.batch_size={args.batch}",
