@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from attractor.core.typed_config import validate
 from attractor.nn.optim_groups import declared_group, default_group
-from attractor.train.polar_muon import POLAR_EXPRESS_COEFFS, PolarMuon
+from attractor.train.polar_muon import POLAR_EXPRESS_COEFFS, PolarMuon, matrices_only
 
 # Quintic Newton-Schulz coefficients (Jordan et al. 2024): a large slope at 0 pulls small
 # singular values up fast; the iteration then oscillates in a band around 1 instead of
@@ -198,15 +198,7 @@ class Muon(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
-            if p.dim() != 2:
-                raise ValueError(
-                    f"Muon: only 2-D weights, got a parameter of shape {tuple(p.shape)}; "
-                    "give embeddings, norms, gates and biases to AdamW"
-                )
-        super().add_param_group({**param_group, "params": params})
+        super().add_param_group(matrices_only(param_group, "Muon"))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:

@@ -40,6 +40,20 @@ POLAR_EXPRESS_COEFFS = (
 SECOND_MOMENT_FLOOR = 1e-10  # below this a row's second moment is taken as this
 
 
+def matrices_only(param_group: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """`param_group` with its "params" as a list, after checking that each is a 2-D weight
+    (what a Muon orthogonalises); anything else is one error naming the shape."""
+    params = param_group["params"]
+    params = [params] if isinstance(params, Tensor) else list(params)
+    for p in params:
+        if p.dim() != 2:
+            raise ValueError(
+                f"{optimizer}: only 2-D weights, got a parameter of shape {tuple(p.shape)}; "
+                "give embeddings, norms, gates and biases to AdamW"
+            )
+    return {**param_group, "params": params}
+
+
 def polar_express(G: Tensor, steps: int = 5) -> Tensor:
     """About U V^T of G = U S V^T (m, n), in bfloat16 (Amsel et al. 2025).
 
@@ -150,15 +164,7 @@ class PolarMuon(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        for p in params:
-            if p.dim() != 2:
-                raise ValueError(
-                    f"PolarMuon: only 2-D weights, got a parameter of shape {tuple(p.shape)}; "
-                    "give embeddings, norms, gates and biases to AdamW"
-                )
-        super().add_param_group({**param_group, "params": params})
+        super().add_param_group(matrices_only(param_group, "PolarMuon"))
 
     def set_step(self, step: int, total: int) -> None:
         """Momentum and weight decay of every group at training step `step` of `total`."""
