@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
 from attractor.eval.plots import plot_results  # noqa: E402
-from attractor.models import build_model  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
+from attractor.train.trainer import build_run_model  # noqa: E402
 
 CONFIG = "lm-pydocs-cpu"
 MODELS = ["attractor-cpu", "gpt-cpu", "looped-cpu"]
@@ -68,7 +69,7 @@ def train_one(preset: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"{preset}: val ppl {last['val_ppl']:.2f} after {steps} steps, {tflop:.2f} TFLOP, "
           f"{minutes:.1f} min", flush=True)  # fmt: skip
     return {
-        "params": build_model(preset).num_params(),
+        "params": build_run_model(load_config(args.config, sets).model).num_params(),
         "steps": steps,
         "tokens": steps * tokens_per_step,
         "train_flops": last["train_flops"],

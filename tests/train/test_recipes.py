@@ -15,6 +15,16 @@ from attractor.train.trainer import Trainer
 
 CPU_CONFIGS = ["lm-smoke", "lm-pydocs-cpu", "attractor-cpu", "gpt-cpu", "looped-cpu", "deq-cpu"]
 PAPER_CONFIGS = ["attractor-140m-fineweb", "gpt-140m-fineweb", "looped-140m-fineweb"]
+# What the reference's blocks and GPT value embeddings compute (../shared/reference/README.md)
+PAPER_BLOCKS = dict(
+    norm_eps=1e-5,
+    qk_norm="weightless",
+    rope_base=50000.0,
+    rope_layout="interleaved",
+    mlp_scale=0.5,
+    init="scaled-orthogonal",
+)
+PAPER_VALUE_EMBEDS = dict(value_gate_input="normed", value_embed_std=1.0)
 
 
 def test_cpu_configs_keep_our_recipe_and_paper_configs_use_the_papers():
@@ -40,7 +50,10 @@ def test_the_reference_config_is_lm_pydocs_cpu_with_the_papers_recipe():
     assert attractor.fixed_point.backward == "neumann"
     assert attractor.fixed_point.neumann_clip is None
     gpt = load_config("lm-pydocs-cpu-reference", ["model.preset=gpt-cpu"]).model
-    assert gpt.overrides == {"init": "scaled-orthogonal"}  # the attractor's fields left out
+    # the attractor's fields left out; the models the reference ran: its block numerics, and
+    # its value embeddings for GPT
+    assert gpt.overrides == {**PAPER_BLOCKS, **PAPER_VALUE_EMBEDS}
+    assert {k: ref.model.overrides[k] for k in PAPER_BLOCKS} == PAPER_BLOCKS
 
 
 def test_kind_overrides_are_checked_for_every_kind():
