@@ -1,25 +1,37 @@
-"""The paper's ablations (Tables 3-6) at CPU scale, on a shortened schedule.
+"""The paper's ablations (Tables 3-6) and the recipe's pieces, at CPU scale.
 
-Every variant is `attractor-cpu` trained through `attractor train` on the python-docs
-corpus with the packaged config lm-pydocs-cpu: the same data, optimizer, learning-rate schedule
-shape (trapezoid, warm-up scaled with the run) and seed, with one attractor switch changed
-from the baseline (jfb backward, additive injection, proposal start, tied head):
+Every variant is one preset (`--model`, default `attractor-cpu`) trained through `attractor
+train` on the python-docs corpus with one packaged config (`--config`, default lm-pydocs-cpu,
+our recipe; lm-pydocs-cpu-reference for the paper's): the same data, optimizer,
+learning-rate schedule shape (trapezoid, warm-up scaled with the run) and seed, with one
+switch changed from the config's baseline:
 
-- backward (Tables 3, 5): adjoint, phantom (k = 2), neumann;
+- backward (Tables 3, 5): adjoint, phantom (k = 2), neumann (clipped), jfb;
 - injection (Table 4): concat, initial;
 - solver start (Table 6): zero, noise;
-- output head: untied (a separate output matrix).
+- output head: untied (a separate output matrix);
+- gates: fixed at 0.75 (the paper's code) or learnable up to 1.0 (ours);
+- init: the paper's scaled orthogonal or our N(0, 0.02);
+- optimizer: the paper's Muon (`muon`) or ours (`muon-ns`), and the paper's Muon without
+  its weight decays;
+- numerics: the paper's block numerics (and for GPT its value embeddings) or ours.
 
-The schedule is much shorter than the config's (by default 90 steps of 16 x 128 tokens,
-0.18M tokens, against 733 steps of 16 x 256), so the perplexities are early-training
-figures, not the paper's values. Every run is evaluated before training and after its last
-step on the same validation windows (--eval-batches batches). Runs go two at a time with
-one thread each (2 cores), so every variant gets the same share of the machine; step times
-are medians of the per-step training seconds in metrics.csv.
+The first four families and the gates are attractor switches; the rest apply to every
+language model. By default the schedule is much shorter than the config's (90 steps of
+16 x 128 tokens, 0.18M tokens, against 733 steps of 16 x 256), so the perplexities are
+early-training figures, not the paper's values; `--steps 400 --seq-len 256` runs the
+reference config's whole schedule. Every run is evaluated before training and after its
+last step (and every --eval-every steps) on the same validation windows (--eval-batches
+batches). Runs go two at a time with one thread each (2 cores), so every variant gets the
+same share of the machine; step times are medians of the per-step training seconds in
+metrics.csv.
 
-    python benchmarks/ablations.py                  # every variant, about 20 minutes
+    python benchmarks/ablations.py                  # every attractor variant, about 20 minutes
     python benchmarks/ablations.py --variants baseline,adjoint,concat --steps 4 \\
         --name ablations_quick                      # CI smoke run, about a minute
+    python benchmarks/ablations.py --config lm-pydocs-cpu-reference --model gpt-cpu \\
+        --variants init-normal,muon-ns,no-weight-decay,numerics-ours --steps 400 \\
+        --seq-len 256 --eval-batches 16 --name recipe_ablations_gpt   # the recipe, for GPT
 """
 
 from __future__ import annotations
@@ -31,34 +43,94 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
+from attractor.core.typed_config import ConfigError  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
+from attractor.models import preset_config  # noqa: E402
+from attractor.models.registry import kind_of  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import build_run_model  # noqa: E402
 
 CONFIG = "lm-pydocs-cpu"
+ATTRACTOR = ("attractor",)
+LANGUAGE_MODELS = ("attractor", "gpt", "looped", "deq")
 
-# variant -> (family, model.overrides against the baseline)
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "baseline": ("baseline", {}),
-    "adjoint": ("backward", {"fixed_point": {"backward": "adjoint"}}),
-    "phantom": ("backward", {"fixed_point": {"backward": "phantom", "backward_steps": 2}}),
-    "neumann": ("backward", {"fixed_point": {"backward": "neumann"}}),
-    "concat": ("injection", {"injection": "concat"}),
-    "initial": ("injection", {"injection": "initial"}),
-    "zero": ("start", {"start": "zero"}),
-    "noise": ("start", {"start": "noise"}),
-    "untied": ("head", {"tied_head": False}),
+
+@dataclass(frozen=True)
+class Variant:
+    """One switch: its family, the `--set` values it changes (dotted config keys) and the
+    model kinds it applies to."""
+
+    family: str
+    sets: dict[str, Any] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ATTRACTOR
+
+
+def _overrides(**fields: Any) -> dict[str, Any]:
+    return {f"model.overrides.{k}": v for k, v in fields.items()}
+
+
+# The paper's block numerics (its code, github jacobfa/Attractor) and ours (the -cpu presets)
+PAPER_NUMERICS = dict(norm_eps=1e-5, qk_norm="weightless", rope_base=50000.0,
+                      rope_layout="interleaved", mlp_scale=0.5)  # fmt: skip
+OUR_NUMERICS = dict(norm_eps=1e-6, qk_norm="learned", rope_base=10000.0, rope_layout="half",
+                    mlp_scale=1.0)  # fmt: skip
+
+VARIANTS: dict[str, Variant] = {
+    "baseline": Variant("baseline", kinds=LANGUAGE_MODELS),
+    "adjoint": Variant("backward", _overrides(**{"fixed_point.backward": "adjoint"})),
+    "phantom": Variant(
+        "backward",
+        _overrides(**{"fixed_point.backward": "phantom", "fixed_point.backward_steps": 2}),
+    ),
+    "neumann": Variant("backward", _overrides(**{"fixed_point.backward": "neumann"})),
+    "jfb": Variant("backward", _overrides(**{"fixed_point.backward": "jfb"})),
+    "concat": Variant("injection", _overrides(injection="concat")),
+    "initial": Variant("injection", _overrides(injection="initial")),
+    "zero": Variant("start", _overrides(start="zero")),
+    "noise": Variant("start", _overrides(start="noise")),
+    "untied": Variant("head", _overrides(tied_head=False)),
+    "gates-fixed": Variant("gates", _overrides(gate_init=0.75, gate_max=0.75, gate_clamp=1e-6)),
+    "gates-learnable": Variant("gates", _overrides(gate_init=0.75, gate_max=1.0, gate_clamp=1e-3)),
+    "init-orthogonal": Variant("init", _overrides(init="scaled-orthogonal"), LANGUAGE_MODELS),
+    "init-normal": Variant("init", _overrides(init="gpt"), LANGUAGE_MODELS),
+    "muon": Variant("optimizer", {"optim.name": "muon"}, LANGUAGE_MODELS),
+    "muon-ns": Variant("optimizer", {"optim.name": "muon-ns"}, LANGUAGE_MODELS),
+    "no-weight-decay": Variant(
+        "optimizer",
+        {"optim.muon_weight_decay": 0.0, "optim.head_weight_decay": 0.0},
+        LANGUAGE_MODELS,
+    ),
+    "numerics-paper": Variant(
+        "numerics",
+        {
+            **_overrides(**PAPER_NUMERICS),
+            "model.kind_overrides.gpt.value_gate_input": "normed",
+            "model.kind_overrides.gpt.value_embed_std": 1.0,
+        },
+        LANGUAGE_MODELS,
+    ),
+    "numerics-ours": Variant(
+        "numerics",
+        {
+            **_overrides(**OUR_NUMERICS),
+            "model.kind_overrides.gpt.value_gate_input": "residual",
+            "model.kind_overrides.gpt.value_embed_std": None,
+        },
+        LANGUAGE_MODELS,
+    ),
 }
 
 
-def parse_variants(text: str) -> list[str]:
-    """The comma-separated variant names, checked against VARIANTS (one clear error)."""
+def parse_variants(text: str, model: str) -> list[str]:
+    """The comma-separated variant names, checked against VARIANTS and against the kind of
+    `model` (one clear error)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
@@ -66,22 +138,50 @@ def parse_variants(text: str) -> list[str]:
             f"ablations: unknown variant(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(VARIANTS)}"
         )
+    kind = kind_of(preset_config(model))
+    foreign = [n for n in names if kind not in VARIANTS[n].kinds]
+    if foreign:
+        sys.exit(
+            f"ablations: variant(s) {', '.join(foreign)} do not apply to {model} (a {kind}); "
+            f"those apply to {', '.join(n for n, v in VARIANTS.items() if kind in v.kinds)}"
+        )
     return names
 
 
+def changed_variants(args: argparse.Namespace) -> list[str]:
+    """The baseline and every variant that applies to args.model and changes its run under
+    args.config (the model's config or the optimizer's): the default list. A variant the
+    config refuses (no weight decay to switch off under muon-ns) is left out."""
+
+    def resolved(name: str) -> tuple[Any, Any] | None:
+        try:
+            cfg = load_config(args.config, run_sets(name, Path(args.work), args))
+        except ConfigError:
+            return None
+        return preset_config(cfg.model.preset, **cfg.model.overrides), cfg.optim
+
+    kind = kind_of(preset_config(args.model))
+    base = resolved("baseline")
+    return ["baseline"] + [
+        name
+        for name, v in VARIANTS.items()
+        if name != "baseline" and kind in v.kinds and resolved(name) not in (None, base)
+    ]
+
+
 def run_sets(name: str, data: Path, args: argparse.Namespace) -> list[str]:
-    """The `--set` overrides of one variant's run: its model switch, the shortened
-    schedule (warm-up scaled by the same factor as the steps) and one final evaluation."""
-    base = load_config(CONFIG)
+    """The `--set` overrides of one variant's run: the model, its switch, the shortened
+    schedule (warm-up scaled by the same factor as the steps) and its evaluations."""
+    base = load_config(args.config)
     warmup = round(base.schedule.warmup_steps * args.steps / base.train.steps)
-    _, overrides = VARIANTS[name]
-    return [f"model.overrides.{k}={json.dumps(v)}" for k, v in overrides.items()] + [
+    return [f"{k}={json.dumps(v)}" for k, v in VARIANTS[name].sets.items()] + [
+        f"model.preset={args.model}",
         f"data.source={data}",
         f"data.seq_len={args.seq_len}",
         f"data.batch_size={args.batch_size}",
         f"schedule.warmup_steps={warmup}",
         f"train.steps={args.steps}",
-        f"train.eval_every={args.steps}",  # step 0 (untrained) and the last step
+        f"train.eval_every={args.eval_every or args.steps}",  # step 0 (untrained), the last
         f"train.eval_batches={args.eval_batches}",
         "train.log_every=1",
         "train.progress=false",
@@ -89,7 +189,9 @@ def run_sets(name: str, data: Path, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def summarize(name: str, run: dict[str, Any], sets: list[str], steps: int) -> dict[str, Any]:
+def summarize(
+    name: str, run: dict[str, Any], sets: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
     """One variant's numbers from its metrics rows: final validation perplexity, median
     step seconds, mean solver iterations over the last quarter, peak memory, parameters."""
     rows = [r for r in run["metrics"] if r.get("step") is not None]
@@ -97,16 +199,18 @@ def summarize(name: str, run: dict[str, Any], sets: list[str], steps: int) -> di
     trained = [r for r in rows if r["step"] >= 1 and r.get("elapsed_s") is not None]
     elapsed = [0.0] + [r["elapsed_s"] for r in trained]
     step_s = [b - a for a, b in zip(elapsed, elapsed[1:], strict=False)]
+    steps = args.steps
     last_quarter = [r for r in trained if r["step"] > steps - math.ceil(steps / 4)]
     iters = [r["solver_iters"] for r in last_quarter if r.get("solver_iters") is not None]
-    cfg = load_config(CONFIG, sets)
+    cfg = load_config(args.config, sets)
     return {
-        "family": VARIANTS[name][0],
-        "overrides": VARIANTS[name][1],
+        "family": VARIANTS[name].family,
+        "sets": VARIANTS[name].sets,
         "params": build_run_model(cfg.model).num_params(),
         "val_loss": evals[-1]["val_loss"],
         "val_ppl": evals[-1]["val_ppl"],
         "init_val_ppl": evals[0]["val_ppl"] if evals[0]["step"] == 0 else None,
+        "curve": [{"step": int(r["step"]), "val_ppl": r["val_ppl"]} for r in evals],
         "train_loss_last_quarter": statistics.fmean(r["loss"] for r in last_quarter),
         "step_s": statistics.median(step_s),
         "tokens_per_s": cfg.data.batch_size * cfg.data.seq_len / statistics.median(step_s),
@@ -139,7 +243,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, A
     sets = {name: run_sets(name, data, args) for name in names}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            name: pool.submit(train_in_subprocess, CONFIG, sets[name], args.threads)
+            name: pool.submit(train_in_subprocess, args.config, sets[name], args.threads)
             for name in names
         }
         try:
@@ -147,7 +251,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, A
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return {name: summarize(name, runs[name], sets[name], args.steps) for name in names}
+    return {name: summarize(name, runs[name], sets[name], args) for name in names}
 
 
 def report(variants: dict[str, dict[str, Any]]) -> None:
@@ -168,23 +272,30 @@ def report(variants: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
+    ap.add_argument("--config", default=CONFIG, help="the packaged run config (lm-pydocs-cpu: "
+                    "our recipe; lm-pydocs-cpu-reference: the paper's)")  # fmt: skip
+    ap.add_argument("--model", default="attractor-cpu", help="the preset every variant trains")
+    ap.add_argument("--variants", default=None, help="comma-separated names (default: the "
+                    "baseline and every variant that changes the model's run)")  # fmt: skip
     ap.add_argument("--steps", type=int, default=90, help="training steps per variant")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per step")
     ap.add_argument("--eval-batches", type=int, default=8, help="validation batches")
+    ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations "
+                    "(default: only before training and after the last step)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     ap.add_argument("--work", default="runs/ablations", help="run directories")
     ap.add_argument("--name", default="ablations", help="results/NAME.json and .png")
     args = ap.parse_args()
-    names = parse_variants(args.variants)
-    if args.steps < 1 or args.jobs < 1 or args.threads < 1:
-        sys.exit("ablations: --steps, --jobs and --threads must be at least 1")
+    if args.steps < 1 or args.jobs < 1 or args.threads < 1 or args.eval_every < 0:
+        sys.exit("ablations: --steps, --jobs and --threads must be at least 1, --eval-every 0 "
+                 "or more")  # fmt: skip
+    names = parse_variants(args.variants or ",".join(changed_variants(args)), args.model)
     start = time.perf_counter()
     variants = run_all(names, args)
     against_baseline(variants)
-    config = load_config(CONFIG)
+    config = load_config(args.config)
     result = {
         "result": "ablations",
         "schedule": (
@@ -193,8 +304,8 @@ def main() -> None:
             f"{config.train.steps} x {config.data.batch_size} x {config.data.seq_len}; "
             "early-training perplexities, not the paper's values"
         ),
-        "config": CONFIG,
-        "preset": config.model.preset,
+        "config": args.config,
+        "preset": args.model,
         "steps": args.steps,
         "seq_len": args.seq_len,
         "batch_size": args.batch_size,
