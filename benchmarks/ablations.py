@@ -42,6 +42,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,9 +237,9 @@ def against_baseline(variants: dict[str, dict[str, Any]]) -> None:
         }
 
 
-def run_all(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def run_all(names: list[str], args: argparse.Namespace) -> Iterator[dict[str, dict[str, Any]]]:
     """Train every variant in its own process, `args.jobs` at a time with `args.threads`
-    threads each; their summaries in the order of `names`."""
+    threads each; after each one ends (in the order of `names`), the summaries so far."""
     data = ensure_pydocs()
     sets = {name: run_sets(name, data, args) for name in names}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -246,12 +247,14 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, A
             name: pool.submit(train_in_subprocess, args.config, sets[name], args.threads)
             for name in names
         }
+        summaries: dict[str, dict[str, Any]] = {}
         try:
-            runs = {name: future.result() for name, future in futures.items()}
+            for name, future in futures.items():
+                summaries[name] = summarize(name, future.result(), sets[name], args)
+                yield summaries
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    return {name: summarize(name, runs[name], sets[name], args) for name in names}
 
 
 def report(variants: dict[str, dict[str, Any]]) -> None:
@@ -293,30 +296,34 @@ def main() -> None:
                  "or more")  # fmt: skip
     names = parse_variants(args.variants or ",".join(changed_variants(args)), args.model)
     start = time.perf_counter()
-    variants = run_all(names, args)
-    against_baseline(variants)
     config = load_config(args.config)
-    result = {
-        "result": "ablations",
-        "schedule": (
-            f"shortened: {args.steps} steps of {args.batch_size} x {args.seq_len} tokens "
-            f"({args.steps * args.batch_size * args.seq_len / 1e6:.2f}M tokens) instead of "
-            f"{config.train.steps} x {config.data.batch_size} x {config.data.seq_len}; "
-            "early-training perplexities, not the paper's values"
-        ),
-        "config": args.config,
-        "preset": args.model,
-        "steps": args.steps,
-        "seq_len": args.seq_len,
-        "batch_size": args.batch_size,
-        "eval_batches": args.eval_batches,
-        "jobs": args.jobs,
-        "threads_per_run": args.threads,
-        "wall_s": time.perf_counter() - start,
-        "variants": variants,
-    }
-    path = write_result(args.name, result)
-    plot_results(json.loads(path.read_text()), RESULTS / f"{args.name}.png")  # with its date
+    schedule = f"{args.steps} steps of {args.batch_size} x {args.seq_len} tokens "
+    schedule += f"({args.steps * args.batch_size * args.seq_len / 1e6:.2f}M tokens)"
+    own = (config.train.steps, config.data.batch_size, config.data.seq_len)
+    if (args.steps, args.batch_size, args.seq_len) == own:
+        schedule += f": the whole schedule of {args.config}"
+    else:
+        schedule += f", shortened from {args.config}'s {own[0]} x {own[1]} x {own[2]}: "
+        schedule += "early-training perplexities, not the paper's values"
+    for variants in run_all(names, args):  # the result is rewritten as each variant ends
+        against_baseline(variants)
+        result = {
+            "result": "ablations",
+            "schedule": schedule,
+            "config": args.config,
+            "preset": args.model,
+            "steps": args.steps,
+            "seq_len": args.seq_len,
+            "batch_size": args.batch_size,
+            "eval_batches": args.eval_batches,
+            "jobs": args.jobs,
+            "threads_per_run": args.threads,
+            "wall_s": time.perf_counter() - start,
+            "complete": len(variants) == len(names),
+            "variants": variants,
+        }
+        path = write_result(args.name, result)
+        plot_results(json.loads(path.read_text()), RESULTS / f"{args.name}.png")  # its date
     report(variants)
     print(f"wrote {path} and its .png ({result['wall_s'] / 60:.1f} min)")
 
