@@ -18,6 +18,7 @@ between evaluations (the paper's Figure 4 compares the Attractor with Parcae thi
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -34,11 +35,18 @@ CONFIG = "lm-pydocs-cpu"
 MODELS = ["attractor-cpu", "gpt-cpu", "looped-cpu"]
 
 
-def train_one(preset: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train `preset` on args.tokens tokens; its curve, cost and final validation loss."""
+def train_one(
+    preset: str,
+    args: argparse.Namespace,
+    tokens: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """Train `preset` (with model `overrides`) on `tokens` tokens (default args.tokens) in
+    args.work/LABEL (default the preset); its curve, cost and final validation loss."""
     tokens_per_step = args.batch * args.seq_len
-    steps = math.ceil(args.tokens / tokens_per_step)
-    sets = [
+    steps = math.ceil((tokens or args.tokens) / tokens_per_step)
+    sets = [f"model.overrides.{k}={json.dumps(v)}" for k, v in (overrides or {}).items()] + [
         f"model.preset={preset}",
         f"data.source={args.data}",
         f"data.batch_size={args.batch}",
@@ -46,7 +54,7 @@ def train_one(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         f"train.steps={steps}",
         f"train.eval_every={max(1, steps // args.evals)}",
         f"train.eval_batches={args.eval_batches}",
-        f"train.out_dir={Path(args.work) / preset}",
+        f"train.out_dir={Path(args.work) / (label or preset)}",
         "train.progress=false",
     ]
     run = train_in_subprocess(args.config, sets, threads=args.threads)
@@ -66,8 +74,8 @@ def train_one(preset: str, args: argparse.Namespace) -> dict[str, Any]:
     iters = [r["solver_iters"] for r in rows if r["solver_iters"] is not None]
     last = rows[-1]
     tflop, minutes = last["train_flops"] / 1e12, run["wall_s"] / 60
-    print(f"{preset}: val ppl {last['val_ppl']:.2f} after {steps} steps, {tflop:.2f} TFLOP, "
-          f"{minutes:.1f} min", flush=True)  # fmt: skip
+    print(f"{label or preset}: val ppl {last['val_ppl']:.2f} after {steps} steps, "
+          f"{tflop:.2f} TFLOP, {minutes:.1f} min", flush=True)  # fmt: skip
     return {
         "params": build_run_model(load_config(args.config, sets).model).num_params(),
         "steps": steps,

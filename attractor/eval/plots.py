@@ -201,6 +201,35 @@ def plot_lm_pareto(results: dict[str, Any], out: Path) -> Path:
     return _save(fig, out)
 
 
+def plot_lm_size_series(results: dict[str, Any], out: Path) -> Path:
+    """Final validation perplexity against parameters and against training FLOPs (log
+    axes), one line per family across the widths, each point labelled with its width."""
+    plt = _pyplot()
+    sizes = results["sizes"]
+    if not isinstance(sizes, list) or not sizes:
+        raise ValueError("'sizes' must be a non-empty list of width pairs")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for family in ("attractor", "gpt"):
+        runs = [(s["width"], s[family]) for s in sizes]
+        for ax, key in zip(axes, ("params", "train_flops"), strict=True):
+            xs, ys = [r[key] for _, r in runs], [r["val_ppl"] for _, r in runs]
+            ax.plot(xs, ys, "o-", label=family)
+            for (width, _), x, y in zip(runs, xs, ys, strict=True):
+                ax.annotate(f"d{width}", (x, y), xytext=(3, 3), fontsize=7,
+                            textcoords="offset points")  # fmt: skip
+    axes[0].set_xlabel("parameters")
+    axes[1].set_xlabel("training FLOPs (counted from the iterations run)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylabel("final validation perplexity")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    what = f"size series, {results['tokens_per_param']} tokens per parameter"
+    fig.suptitle(_title(results, what))
+    return _save(fig, out)
+
+
 def _ablation_rows(variants: dict[str, Any]) -> tuple[list[str], list[tuple[float, str, dict]]]:
     """The families in order of first appearance and (y, name, numbers) per variant, top
     to bottom, grouped by family with a gap between families."""
@@ -406,6 +435,7 @@ PLOTTERS = {
     "training_curves": plot_training_curves,
     "memory_vs_depth": plot_memory_vs_depth,
     "lm_pareto": plot_lm_pareto,
+    "lm_size_series": plot_lm_size_series,
     "ablations": plot_ablations,
     "internalization": plot_internalization,
     "throughput": plot_throughput,

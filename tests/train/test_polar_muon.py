@@ -18,6 +18,7 @@ from attractor.train.optim import OptimConfig, make_optimizer, reference_groups
 from attractor.train.polar_muon import (
     POLAR_EXPRESS_COEFFS,
     PolarMuon,
+    bf16_matmul,
     momentum_at,
     normalise_second_moment,
     polar_express,
@@ -164,6 +165,21 @@ def test_polar_express_maps_each_singular_value_by_its_polynomials(shape):
     err = (torch.diagonal(D) - s).abs()  # bfloat16 noise: measured mean 0.016, max 0.09
     assert err.mean() < 0.03 and err.max() < 0.12, (err.mean(), err.max())
     assert (D - torch.diag(torch.diagonal(D))).norm() < 0.05 * D.norm()
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 48), (1, 300, 7)])
+def test_bf16_matmul_is_a_bfloat16_product(shape):
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=gen).bfloat16()
+    b = torch.randn(k, n, generator=gen).bfloat16()
+    ours, native = bf16_matmul(a, b), a @ b  # native: torch's own bfloat16 GEMM
+    assert ours.dtype == torch.bfloat16
+    # the same exact product rounded once; a summation order apart, at most one bf16 step
+    exact = a.double() @ b.double()
+    step = 2.0**-7 * exact.abs()
+    assert ((ours.double() - exact).abs() <= step + 1e-30).all()
+    assert ((ours.double() - native.double()).abs() <= 2 * step + 1e-30).all()
 
 
 def test_second_moment_normalisation_keeps_the_norm_and_evens_the_rows():
