@@ -42,7 +42,8 @@ lint: $(STAMP)
 	.venv/bin/ruff check attractor tests benchmarks
 	.venv/bin/ruff format --check attractor tests benchmarks
 
-# Every claim of the paper re-measured at CPU scale (benchmarks/, 2 h 15 min on 2 cores):
+# Every claim of the paper re-measured at CPU scale (benchmarks/, 2 h 15 min on 2 cores, and
+# about 5 h more for the size series, lm_size_series.py, last):
 # results in benchmarks/results/*.json with a PNG beside each.
 bench: $(STAMP)
 	$(PY) benchmarks/lm_pareto.py
@@ -51,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ablations.py
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/reasoning_cpu.py --minutes 5 --name reasoning_cpu_bench
+	$(PY) benchmarks/lm_size_series.py
 
 # The same scripts with tiny budgets (a few minutes; CI runs it): *_quick results.
 bench-quick: $(STAMP)
@@ -63,6 +65,8 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/throughput.py --steps 4 --warmup 1 --name throughput_quick
 	$(PY) benchmarks/reasoning_cpu.py --tasks sudoku6-cpu --minutes 0.5 --seeds 0,1 \
 		--work runs/reasoning_cpu_quick --name reasoning_cpu_quick
+	$(PY) benchmarks/lm_size_series.py --widths 64,96 --tokens-per-param 0.002 --batch 4 \
+		--evals 1 --eval-batches 2 --work runs/lm_size_series_quick --name lm_size_series_quick
 	$(PY) benchmarks/cli_startup.py --repeats 10 --name cli_startup_quick
 	$(PY) benchmarks/gpu_check.py --device cpu --quick
 
