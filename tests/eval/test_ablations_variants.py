@@ -1,0 +1,78 @@
+"""benchmarks/ablations.py's variants: each changes what its name says and nothing else,
+the default list is the variants that change the run under the given config, and a
+variant of another model kind is one clear error."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+import ablations  # noqa: E402
+
+from attractor.models import preset_config  # noqa: E402
+from attractor.train.config import load_config  # noqa: E402
+
+
+def _args(config: str, model: str) -> argparse.Namespace:
+    schedule = dict(steps=400, seq_len=256, batch_size=16, eval_every=0, eval_batches=16)
+    return argparse.Namespace(config=config, model=model, work="runs/x", **schedule)
+
+
+def _changed(config: str, model: str, variant: str) -> tuple[dict, dict]:
+    """The fields of the model config and of the optimizer config that `variant` changes."""
+    args = _args(config, model)
+    base = load_config(config, ablations.run_sets("baseline", Path("d"), args))
+    run = load_config(config, ablations.run_sets(variant, Path("d"), args))
+    m0, m1 = (preset_config(c.model.preset, **c.model.overrides) for c in (base, run))
+    model_diff = {
+        f.name: getattr(m1, f.name)
+        for f in dataclasses.fields(m1)
+        if getattr(m1, f.name) != getattr(m0, f.name)
+    }
+    optim_diff = {
+        f.name: getattr(run.optim, f.name)
+        for f in dataclasses.fields(run.optim)
+        if getattr(run.optim, f.name) != getattr(base.optim, f.name)
+    }
+    return model_diff, optim_diff
+
+
+REFERENCE = "lm-pydocs-cpu-reference"
+
+
+def test_the_default_lists_are_the_variants_that_change_the_run():
+    gpt = ablations.changed_variants(_args(REFERENCE, "gpt-cpu"))
+    assert gpt == ["baseline", "init-normal", "muon-ns", "no-weight-decay", "numerics-ours"]
+    ours = ablations.changed_variants(_args("lm-pydocs-cpu", "attractor-cpu"))
+    assert {"gates-fixed", "init-orthogonal", "muon", "numerics-paper"} <= set(ours)
+    assert not {"gates-learnable", "init-normal", "muon-ns", "no-weight-decay"} & set(ours)
+
+
+def test_recipe_variants_change_one_piece():
+    model, optim = _changed(REFERENCE, "attractor-cpu", "gates-learnable")
+    assert model == {"gate_max": 1.0, "gate_clamp": 1e-3} and optim == {}
+    model, optim = _changed(REFERENCE, "attractor-cpu", "init-normal")
+    assert model == {"init": "gpt"} and optim == {}
+    model, optim = _changed(REFERENCE, "gpt-cpu", "no-weight-decay")
+    assert model == {} and optim == {"muon_weight_decay": 0.0, "head_weight_decay": 0.0}
+    model, optim = _changed(REFERENCE, "gpt-cpu", "muon-ns")
+    assert model == {} and optim == {"name": "muon-ns", "eps": 1e-8}
+    model, optim = _changed(REFERENCE, "gpt-cpu", "numerics-ours")
+    assert optim == {}
+    assert model == {"norm_eps": 1e-6, "qk_norm": "learned", "rope_base": 10000.0,
+                     "rope_layout": "half", "mlp_scale": 1.0, "value_gate_input": "residual",
+                     "value_embed_std": None}  # fmt: skip
+    model, _ = _changed(REFERENCE, "attractor-cpu", "jfb")
+    assert model["fixed_point"].backward == "jfb" and set(model) == {"fixed_point"}
+
+
+def test_a_variant_of_another_kind_is_one_error():
+    with pytest.raises(SystemExit, match="jfb do not apply to gpt-cpu"):
+        ablations.parse_variants("muon-ns,jfb", "gpt-cpu")
+    with pytest.raises(SystemExit, match="unknown variant"):
+        ablations.parse_variants("adjoint,nope", "attractor-cpu")
