@@ -26,7 +26,8 @@ batches). Runs go two at a time with one thread each (2 cores), so every variant
 same share of the machine; step times are medians of the per-step training seconds in
 metrics.csv.
 
-    python benchmarks/ablations.py                  # every attractor variant, about 20 minutes
+    python benchmarks/ablations.py                  # every variant that changes attractor-cpu's
+                                                    # run, about 30 minutes
     python benchmarks/ablations.py --variants baseline,adjoint,concat --steps 4 \\
         --name ablations_quick                      # CI smoke run, about a minute
     python benchmarks/ablations.py --config lm-pydocs-cpu-reference --model gpt-cpu \\
@@ -37,6 +38,7 @@ metrics.csv.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -54,7 +56,9 @@ from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # 
 from attractor.core.typed_config import ConfigError  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import preset_config  # noqa: E402
+from attractor.models.presets import PAPER_BLOCKS, PAPER_VALUE_EMBEDS  # noqa: E402
 from attractor.models.registry import kind_of  # noqa: E402
+from attractor.nn.shape import TransformerShape  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import build_run_model  # noqa: E402
 
@@ -77,11 +81,12 @@ def _overrides(**fields: Any) -> dict[str, Any]:
     return {f"model.overrides.{k}": v for k, v in fields.items()}
 
 
-# The paper's block numerics (its code, github jacobfa/Attractor) and ours (the -cpu presets)
-PAPER_NUMERICS = dict(norm_eps=1e-5, qk_norm="weightless", rope_base=50000.0,
-                      rope_layout="interleaved", mlp_scale=0.5)  # fmt: skip
-OUR_NUMERICS = dict(norm_eps=1e-6, qk_norm="learned", rope_base=10000.0, rope_layout="half",
-                    mlp_scale=1.0)  # fmt: skip
+# The paper's block numerics (the paper presets' PAPER_BLOCKS without their init) and ours
+# (TransformerShape's defaults, the -cpu presets')
+PAPER_NUMERICS = {k: v for k, v in PAPER_BLOCKS.items() if k != "init"}
+OUR_NUMERICS = {
+    f.name: f.default for f in dataclasses.fields(TransformerShape) if f.name in PAPER_NUMERICS
+}
 
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant("baseline", kinds=LANGUAGE_MODELS),
@@ -112,8 +117,7 @@ VARIANTS: dict[str, Variant] = {
         "numerics",
         {
             **_overrides(**PAPER_NUMERICS),
-            "model.kind_overrides.gpt.value_gate_input": "normed",
-            "model.kind_overrides.gpt.value_embed_std": 1.0,
+            **{f"model.kind_overrides.gpt.{k}": v for k, v in PAPER_VALUE_EMBEDS.items()},
         },
         LANGUAGE_MODELS,
     ),
