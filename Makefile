@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Generate 6x6 Sudoku, train reasoner-joint-cpu for 10 minutes, evaluate 1000 held-out puzzles.
+# Generate 6x6 Sudoku, train reasoner-cpu for 10 minutes, evaluate 1000 held-out puzzles.
 demo: $(STAMP)
 	.venv/bin/attractor demo
 

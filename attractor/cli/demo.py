@@ -1,12 +1,12 @@
 """`attractor demo`: learn 6 x 6 Sudoku on a CPU; `attractor demo solver`: a small fixed point.
 
 `sudoku_demo` is the project's main job end to end, on data it makes itself: generate a
-seeded split of minimal 6 x 6 puzzles, train `reasoner-joint-cpu` (our joint reasoner)
-through the shared trainer for a fixed wall-clock budget (the packaged config
-sudoku6-cpu), then evaluate the exported (EMA) model on the 1000 held-out puzzles at its
-own depth and with the solver cut to T = 0, 1, 2, 4, 6 iterations per supervision step,
-and draw accuracy against depth. It works from any directory: the config ships with the
-package.
+seeded split of minimal 6 x 6 puzzles, train `reasoner-cpu` (the paper's reasoner scheme,
+the winner on 6 x 6 at 10 minutes in README.md) through the shared trainer for a fixed
+wall-clock budget (the packaged config sudoku6-cpu), then evaluate the exported (EMA)
+model on the 1000 held-out puzzles at its own depth and with the solver cut to T = 0, 1,
+2, 4, 6 iterations per supervision step, and draw accuracy against depth. It works from
+any directory: the config ships with the package.
 
 `solver_demo` prints Picard against Anderson on the attractor-head fixed point of
 `attractor.nn.block_problem`.
@@ -53,7 +53,7 @@ def solver_demo() -> None:
         print(f"{method}: {len(t)} f-evaluations, final residual {t[-1]:.2e}")
 
 
-DEMO_DEPTHS = [0, 1, 2, 4, 6]  # reasoner-joint-cpu's T_max is 6
+DEMO_DEPTHS = [0, 1, 2, 4, 6]  # reasoner-cpu's T_max is 6 (each of its solves)
 
 
 def demo_config(
@@ -87,8 +87,8 @@ def sudoku_demo(
         build_sudoku_split(data_dir, box=(2, 3), n_train=1000, n_test=1000, seed=0,
                            workers=2, minimal=True)  # fmt: skip
     trainer = Trainer(demo_config(data_dir, out_dir, minutes, config))
-    print(f"training reasoner-joint-cpu ({trainer.raw.num_params() / 1e6:.2f}M parameters) for "
-          f"{minutes:g} minutes on {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"training {trainer.cfg.model.preset} ({trainer.raw.num_params() / 1e6:.2f}M "
+          f"parameters) for {minutes:g} minutes on {torch.get_num_threads()} threads")  # fmt: skip
     trainer.fit()
     model, data, _ = load_grid_model_and_puzzles(Path(out_dir) / "model", data_dir)
     result = puzzle_depth_sweep(model, data, DEMO_DEPTHS)

@@ -145,7 +145,7 @@ def test_train_runs_a_packaged_config_by_name_from_an_empty_directory(
     assert main(["train", "sudoku6-cpu", *[a for s in sets for a in ("--set", s)]]) == 0
     assert "done at step 1" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
-    assert (config["kind"], config["side"], config["dim"]) == ("reasoner", 6, 32)
+    assert (config["kind"], config["side"], config["dim"]) == ("reasoner_nested", 6, 32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -159,7 +159,7 @@ def test_demo_config_is_the_packaged_one_from_any_directory(tmp_path, monkeypatc
     (tmp_path / "configs" / "sudoku6-cpu.yaml").write_text("model:\n  preset: trm-cpu\n")
     monkeypatch.chdir(tmp_path)
     cfg = demo_config("mine", "out", 2.5)
-    assert cfg.model.preset == "reasoner-joint-cpu"
+    assert cfg.model.preset == "reasoner-cpu"
     assert (cfg.data.source, cfg.train.out_dir, cfg.train.time_budget_s) == ("mine", "out", 150)
     packaged = load_config(REPO / "attractor" / "configs" / "sudoku6-cpu.yaml")
     packaged.data.source, packaged.train.out_dir, packaged.train.time_budget_s = "mine", "out", 150
