@@ -99,5 +99,6 @@ def ensure_pydocs(directory: Path = PYDOCS, vocab_size: int = 4096) -> Path:
         cmd = [sys.executable, "-m", "attractor", "data", "text", "--source",
                "python-docs", "--out", str(directory), "--vocab-size", str(vocab_size),
                "--val-fraction", "0.05", "--no-progress"]  # fmt: skip
-        subprocess.run(cmd, check=True)
+        if subprocess.run(cmd).returncode != 0:
+            sys.exit("benchmark: the python-docs corpus could not be made (the reason is above)")
     return Path(directory)
