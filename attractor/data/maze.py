@@ -248,10 +248,13 @@ def generate(
     *,
     loops: float = DEFAULT_LOOPS,
     pairs_per_maze: int = 20,
+    max_mazes: int = 1000,
 ) -> tuple[Grid, Grid, int]:
     """One N x N maze whose unique shortest S -> G path is longer than `min_path` moves.
 
     `min_path` defaults to `hard_threshold(size)`; returns (question, answer, path length).
+    Raises ValueError when none of `max_mazes` carved mazes has such a pair (a threshold
+    below the longest path can still be out of reach once doors make the paths non-unique).
     """
     if size < 5:
         raise ValueError(f"maze: size must be at least 5, got {size}")
@@ -265,7 +268,7 @@ def generate(
             f"maze: min_path {threshold} is out of reach at {size} x {size} "
             f"(the longest possible path is {longest} moves); lower min_path"
         )
-    while True:
+    for _ in range(max_mazes):
         open_ = _carve(size, rng, loops)
         cells = np.argwhere(open_)
         for _ in range(pairs_per_maze):
@@ -278,6 +281,10 @@ def generate(
                 question[start], question[goal] = START, GOAL
                 answer = _paint(question, _walk_back(dist, goal))
                 return question, answer, int(dist[goal])
+    raise ValueError(
+        f"maze: no S -> G pair with a unique shortest path longer than {threshold} moves in "
+        f"{max_mazes} mazes of {size} x {size} (loops {loops}); lower min_path or loops"
+    )
 
 
 def generate_many(

@@ -97,6 +97,16 @@ def test_hard_threshold_matches_maze_hard_and_min_path_overrides():
         M.generate(8, rng, min_path=100)
 
 
+def test_unreachable_threshold_is_an_error_not_a_hang():
+    # 6 x 6 has 2 x 2 rooms: a path of 5 or 6 moves exists, but the one door that loops
+    # opens closes the rooms into a cycle, so no pair that far apart has a unique shortest path
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="lower min_path or loops"):
+        M.generate(6, rng, min_path=4, max_mazes=200)
+    _, _, length = M.generate(6, rng, min_path=4, loops=0.0)
+    assert length > 4
+
+
 def test_loops_make_cycles():
     rng = np.random.default_rng(1)
     perfect, looped = M._carve(21, rng, 0.0), M._carve(21, rng, 0.2)
