@@ -9,7 +9,7 @@ gets the same share of the machine. Tasks:
 - sudoku6-cpu: 6 x 6 (2 x 3 boxes), minimal unique puzzles, 1000 train / 1000 test;
 - sudoku9-cpu: 9 x 9, unique, at most 32 givens;
 - maze8-cpu: 8 x 8 mazes, shortest path above the scaled hard threshold (> 5 moves): the
-  maze proxy, where the one-pass models leave the "no cell on the path" plateau in a minute;
+  maze proxy, where the one-pass models leave the "no cell on the path" plateau within 500 steps;
 - maze-cpu: 12 x 12 mazes, the same rule (> 14); no model leaves the plateau in 20 minutes.
 
 With several `--seeds`, every model trains once per seed (initialisation, data order

@@ -25,7 +25,7 @@ the mean path and almost no pair passes the hard filter). S and G are two distin
 cells drawn uniformly; the pair is kept when the shortest path is longer than `min_path` and
 is the only shortest path (so the answer is well defined and commutes with the
 augmentations); otherwise a new pair is drawn, and after `pairs_per_maze` failed pairs a new
-maze is carved.
+maze is carved (up to `max_mazes`, then a ValueError: the threshold is out of reach).
 
 Hard threshold. Maze-Hard keeps 30 x 30 mazes with a shortest path longer than 110. In a
 DFS maze the S -> G path follows long corridors and its length grows with the number of open
