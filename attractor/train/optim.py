@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from attractor.core.typed_config import validate
 from attractor.nn.optim_groups import declared_group, default_group
-from attractor.train.polar_muon import POLAR_EXPRESS_COEFFS, PolarMuon, matrices_only
+from attractor.train.matrix_optimizer import MatrixOptimizer, closure_loss
+from attractor.train.polar_muon import POLAR_EXPRESS_COEFFS, PolarMuon
 
 # Quintic Newton-Schulz coefficients (Jordan et al. 2024): a large slope at 0 pulls small
 # singular values up fast; the iteration then oscillates in a band around 1 instead of
@@ -156,15 +157,7 @@ def newton_schulz(G: Tensor, steps: int = 5) -> Tensor:
     return X.to(G.dtype)
 
 
-def _closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
-    """`torch.optim.Optimizer.step`'s closure protocol: re-evaluate the loss with autograd."""
-    if closure is None:
-        return None
-    with torch.enable_grad():
-        return closure()
-
-
-class Muon(torch.optim.Optimizer):
+class Muon(MatrixOptimizer):
     """MomentUm Orthogonalized by Newton-Schulz (Jordan et al. 2024), for 2-D weights only.
 
         m <- mu m + g
@@ -197,30 +190,20 @@ class Muon(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(matrices_only(param_group, "Muon"))
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = _closure_loss(closure)
-        for group in self.param_groups:
-            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                m = state["momentum_buffer"]
-                m.mul_(mu).add_(g)
-                direction = g.add(m, alpha=mu) if group["nesterov"] else m
-                update = newton_schulz(direction, group["ns_steps"])
-                update = update * max(1.0, p.size(0) / p.size(1)) ** 0.5
-                if wd:
-                    p.mul_(1.0 - lr * wd)
-                p.add_(update.to(p.dtype), alpha=-lr)
-        return loss
+    def _update(self, p: Tensor, group: dict[str, Any]) -> None:
+        """One step of one weight (class docstring)."""
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        g, state = p.grad, self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        m = state["momentum_buffer"]
+        m.mul_(mu).add_(g)
+        direction = g.add(m, alpha=mu) if group["nesterov"] else m
+        update = newton_schulz(direction, group["ns_steps"])
+        update = update * max(1.0, p.size(0) / p.size(1)) ** 0.5
+        if wd:
+            p.mul_(1.0 - lr * wd)
+        p.add_(update.to(p.dtype), alpha=-lr)
 
 
 class SignSGD(torch.optim.Optimizer):
@@ -243,7 +226,7 @@ class SignSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = _closure_loss(closure)
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
@@ -319,7 +302,7 @@ class CombinedOptimizer:
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """One step of every optimizer; `closure` (re-evaluating the loss) runs once."""
-        loss = _closure_loss(closure)
+        loss = closure_loss(closure)
         for opt in self.optimizers.values():
             opt.step()
         return loss

@@ -27,11 +27,13 @@ AMD EPYC, 1 thread: 623 ms against 7.0 ms in float32).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from attractor.train.matrix_optimizer import MatrixOptimizer
 
 # Polar Express (Amsel, Persson, Musco, Gower 2025, "The Polar Express: Optimal Matrix Sign
 # Methods and Their Application to the Muon Algorithm"): one odd quintic a s + b s^3 + c s^5
@@ -46,20 +48,6 @@ POLAR_EXPRESS_COEFFS = (
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
 SECOND_MOMENT_FLOOR = 1e-10  # below this a row's second moment is taken as this
-
-
-def matrices_only(param_group: dict[str, Any], optimizer: str) -> dict[str, Any]:
-    """`param_group` with its "params" as a list, after checking that each is a 2-D weight
-    (what a Muon orthogonalises); anything else is one error naming the shape."""
-    params = param_group["params"]
-    params = [params] if isinstance(params, Tensor) else list(params)
-    for p in params:
-        if p.dim() != 2:
-            raise ValueError(
-                f"{optimizer}: only 2-D weights, got a parameter of shape {tuple(p.shape)}; "
-                "give embeddings, norms, gates and biases to AdamW"
-            )
-    return {**param_group, "params": params}
 
 
 def bf16_matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -132,7 +120,7 @@ def weight_decay_at(step: int, total: int, weight_decay: float) -> float:
     return weight_decay * max(0.0, 1.0 - step / max(total, 1))
 
 
-class PolarMuon(torch.optim.Optimizer):
+class PolarMuon(MatrixOptimizer):
     """The paper's Muon for 2-D weights (module docstring): momentum, Polar Express,
     second-moment normalisation, cautious weight decay; `set_step` moves the momentum and
     weight decay along the paper's schedules (group keys momentum_start, momentum_end,
@@ -179,9 +167,6 @@ class PolarMuon(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(matrices_only(param_group, "PolarMuon"))
-
     def set_step(self, step: int, total: int) -> None:
         """Momentum and weight decay of every group at training step `step` of `total`."""
         for group in self.param_groups:
@@ -190,18 +175,6 @@ class PolarMuon(torch.optim.Optimizer):
                 group["momentum_warmup_steps"],
             )  # fmt: skip
             group["weight_decay"] = weight_decay_at(step, total, group["base_weight_decay"])
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group)
-        return loss
 
     def _update(self, p: Tensor, group: dict[str, Any]) -> None:
         """One step of one weight (module docstring)."""
