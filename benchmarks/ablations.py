@@ -56,7 +56,7 @@ from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # 
 from attractor.core.typed_config import ConfigError  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import preset_config  # noqa: E402
-from attractor.models.presets import PAPER_BLOCKS, PAPER_VALUE_EMBEDS  # noqa: E402
+from attractor.models.presets import PAPER_BLOCKS, PAPER_LM_SOLVE, PAPER_VALUE_EMBEDS  # noqa: E402
 from attractor.models.registry import kind_of  # noqa: E402
 from attractor.nn.shape import TransformerShape  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
@@ -97,6 +97,17 @@ VARIANTS: dict[str, Variant] = {
     ),
     "neumann": Variant("backward", _overrides(**{"fixed_point.backward": "neumann"})),
     "jfb": Variant("backward", _overrides(**{"fixed_point.backward": "jfb"})),
+    "solve-paper": Variant(
+        "solve",
+        _overrides(
+            solve_unit="sequence",
+            **{
+                f"fixed_point.{which}.{k}": v
+                for which in ("train_solver", "eval_solver")
+                for k, v in PAPER_LM_SOLVE.items()
+            },
+        ),
+    ),
     "concat": Variant("injection", _overrides(injection="concat")),
     "initial": Variant("injection", _overrides(injection="initial")),
     "zero": Variant("start", _overrides(start="zero")),

@@ -37,7 +37,7 @@ from common import write_result  # noqa: E402
 
 from attractor.engine import SolverConfig, solve  # noqa: E402
 from attractor.models import build_model  # noqa: E402
-from attractor.models.attractor import AttractorLM, PositionMap  # noqa: E402
+from attractor.models.attractor import AttractorLM, HeadMap  # noqa: E402
 
 U = 2.0**-8
 
@@ -105,7 +105,7 @@ def floor_trace(
     cfg = SolverConfig("anderson", tol=0.0, max_iter=iters, stall_patience=0)
     with torch.no_grad(), outer():
         y0 = model.proposal(ids)
-        f = PositionMap(model.head, y0)
+        f = HeadMap(model.head, y0)
 
         def g(y: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
             with head():

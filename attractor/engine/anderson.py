@@ -14,7 +14,8 @@ class AndersonStep:
 
     With residuals g_i = f(y_i) - y_i of the last m iterates, solve
         alpha = argmin |sum_i alpha_i g_i|^2 + lam |alpha|^2   s.t.  sum_i alpha_i = 1,
-    i.e. alpha = H^-1 1 / (1^T H^-1 1) with H = G G^T + lam I, then
+    i.e. alpha = H^-1 1 / (1^T H^-1 1) with H = G G^T + lam s I (s the largest |g_i|^2,
+    or 1 with ``absolute_regularization``), then
         y_{k+1} = beta sum_i alpha_i f(y_i) + (1 - beta) sum_i alpha_i y_i
                 = sum_i alpha_i f(y_i) - (1 - beta) sum_i alpha_i g_i.
     The history is a ring buffer: slot k mod m holds iterate k, and only the filled slots
@@ -28,6 +29,7 @@ class AndersonStep:
         b, m = y0.shape[0], cfg.history
         flat = y0.reshape(b, -1)
         self.m, self.beta, self.lam = m, cfg.mixing, cfg.regularization
+        self.absolute = cfg.absolute_regularization
         self.F = flat.new_empty(b, m, flat.shape[1])  # images f(y_i)
         self.G = flat.new_empty(b, m, flat.shape[1])  # residuals g_i
         self.gram = torch.zeros(b, m, m, dtype=torch.float64, device=y0.device)
@@ -71,8 +73,8 @@ class AndersonStep:
         """alpha = H^-1 1 / (1^T H^-1 1), [B, n]; the plain step (alpha = e_newest) for a
         sample whose regularised system is singular or gives a non-finite alpha."""
         H = self.gram[:, :n, :n]
-        scale = H.diagonal(dim1=1, dim2=2).amax(dim=1)
-        H = H + (self.lam * scale)[:, None, None] * self.eye[:n, :n]
+        scale = 1.0 if self.absolute else H.diagonal(dim1=1, dim2=2).amax(dim=1)[:, None, None]
+        H = H + self.lam * scale * self.eye[:n, :n]
         a, info = torch.linalg.solve_ex(H, self.ones[:, :n])
         alpha = a.squeeze(-1)
         alpha = alpha / alpha.sum(dim=1, keepdim=True)

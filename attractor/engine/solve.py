@@ -149,6 +149,8 @@ def solve_with_preimage(
         checked = iters % cfg.check_every == 0
         if checked:
             done = ((last_r if cfg.return_last else best_r) < cfg.tol) | stalled
+            if active is not None:  # a frozen sample is done (its last_r is inf)
+                done |= ~active
             if active is not None and iters >= cfg.min_iter:
                 active = active & ~((best_r < cfg.tol) | stalled)
             stop_t = diverged.any() | done.all() if iters >= cfg.min_iter else diverged.any()

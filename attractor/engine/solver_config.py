@@ -34,7 +34,9 @@ class SolverConfig:
     max_iter / min_iter: bounds on the number of f-evaluations.
     history: memory m of Anderson and Broyden.
     mixing: Anderson's beta (1.0 = undamped); Picard's damping a in y <- (1-a) y + a f(y).
-    regularization: Tikhonov lambda of Anderson's least squares, relative to its scale.
+    regularization: Tikhonov lambda of Anderson's least squares, relative to its scale (the
+        largest |g_i|^2 in the history) or, with absolute_regularization, added as it is (the
+        paper's language-model code and DEQ's reference Anderson: lambda 1e-4).
     diverge_above: a relative residual above this (after the first step) stops the solve.
     check_every: test the stopping rule every k iterations: the solver's one host
         synchronisation (a device-to-host read) per k iterations; converged and stalled
@@ -59,6 +61,7 @@ class SolverConfig:
     history: int = 5
     mixing: float = 1.0
     regularization: float = 1e-8
+    absolute_regularization: bool = False
     diverge_above: float = 1e4
     check_every: int = 1
     stall_patience: int = 2

@@ -40,6 +40,9 @@ def paper_fixed_point() -> FixedPointConfig:
     return FixedPointConfig(train_solver=solver, eval_solver=solver)
 
 
+SolveUnit = Literal["position", "sequence"]
+
+
 @dataclass
 class AttractorConfig(LanguageModelConfig):
     """The Attractor LM: N backbone blocks, K gated head blocks, the solve and its gradient."""
@@ -55,33 +58,47 @@ class AttractorConfig(LanguageModelConfig):
     injection: Literal["additive", "concat", "initial"] = "additive"  # paper Table 4
     start: Literal["proposal", "zero", "noise"] = "proposal"  # paper Table 6
     tied_head: bool = True  # decode with E (tied) or a separate linear head
+    solve_unit: SolveUnit = "position"  # one solver sample a position (exactly causal) or a
+    # sequence (the paper's code: one residual norm and one set of Anderson weights over (T, C))
 
 
-class PositionMap:
-    """f(y; y0) with every position a sample of its own, for the solver.
+class HeadMap:
+    """f(y; y0) for the solver, with every position (``unit="position"``) or every sequence
+    (``unit="sequence"``, the paper's code) a sample of its own.
 
-    The solver sees y flattened to (B*T, C): each position gets its own residual, its own
-    Anderson weights and (with ``freeze_converged``) its own stopping time. Positions are
-    coupled only through causal attention, so a position's solution depends on no later
-    token, exactly, not just up to the tolerance. Called with an ``active`` mask, the head
-    runs only on the sequences that still have an active position, so a batch costs about
-    the mean depth of its sequences rather than the maximum.
+    Per position the solver sees y flattened to (B*T, C): each position gets its own
+    residual, its own Anderson weights and (with ``freeze_converged``) its own stopping
+    time. Positions are coupled only through causal attention, so a position's solution
+    depends on no later token, exactly, not just up to the tolerance. Per sequence the
+    solver sees (B, T*C): one residual over the whole sequence and one set of Anderson
+    weights, so every position's iterate mixes in images weighted by later positions'
+    residuals (causal only up to the tolerance). Called with an ``active`` mask, the head
+    runs only on the sequences that still have an active sample, so a batch costs about the
+    mean depth of its sequences rather than the maximum.
     """
 
-    def __init__(self, head: AttractorHead, y0: Tensor, caches: list[KVCache] | None = None):
+    def __init__(
+        self,
+        head: AttractorHead,
+        y0: Tensor,
+        caches: list[KVCache] | None = None,
+        unit: SolveUnit = "position",
+    ):
         self.head, self.y0, self.caches = head, y0, caches
         self.prefix = caches[0].length if caches else 0
         self.shape = y0.shape
+        self.unit = unit
         self._rows: tuple[Tensor, list[KVCache] | None] | None = None
 
     def flat(self, y: Tensor) -> Tensor:
-        """(B, T, C) -> (B*T, C): one solver sample per position."""
-        return y.reshape(-1, self.shape[-1])
+        """(B, T, C) -> (B*T, C), a sample a position, or (B, T*C), a sample a sequence."""
+        B, T, C = self.shape
+        return y.reshape(B * T, C) if self.unit == "position" else y.reshape(B, T * C)
 
     def __call__(self, y_flat: Tensor, active: Tensor | None = None) -> Tensor:
         B, T, C = self.shape
         y = y_flat.view(B, T, C)
-        rows = None if active is None else active.view(B, T).any(dim=1)
+        rows = None if active is None else active.view(B, -1).any(dim=1)
         if rows is None or bool(rows.all()):
             return self.flat(self._apply(y, self.y0, self.caches))
         idx, caches = self._subset(rows)
@@ -177,14 +194,15 @@ class AttractorLM(LanguageModel):
     def equilibrium(
         self, y0: Tensor, depth: int | None = None
     ) -> tuple[Tensor, SolverStats | None]:
-        """y* = f(y*; y0) per position, with the configured gradient; depth=0 returns y0.
+        """y* = f(y*; y0) per position (or per sequence, `solve_unit`), with the configured
+        gradient; depth=0 returns y0.
 
-        The solver's stats are per position: residual, converged and sample_iters are
-        (B*T,) tensors in row-major (batch, position) order.
+        The solver's stats are per sample: residual, converged and sample_iters are (B*T,)
+        tensors in row-major (batch, position) order, or (B,) per sequence.
         """
         if depth == 0:
             return y0, None
-        f = PositionMap(self.head, y0)
+        f = HeadMap(self.head, y0, unit=self.config.solve_unit)
         y, stats = self.config.fixed_point.solve(
             f, f.flat(self.start_point(y0)), self.training, depth
         )
@@ -252,7 +270,7 @@ class AttractorLM(LanguageModel):
         values of the solved state.
         """
         y0 = self.proposal(new_ids, cache.backbone)  # (B, T_new, C)
-        f = PositionMap(self.head, y0, cache.head)
+        f = HeadMap(self.head, y0, cache.head, self.config.solve_unit)
         y, _ = solve(f, f.flat(self.start_point(y0)), self.config.fixed_point.eval_solver)
         f(y)
         return self.decode(y.view_as(y0))

@@ -48,6 +48,16 @@ PAPER_BLOCKS = dict(
     mlp_scale=0.5, init="scaled-orthogonal",
 )  # fmt: skip
 PAPER_VALUE_EMBEDS = dict(value_gate_input="normed", value_embed_std=1.0)
+# Its language-model solve, with `solve_unit="sequence"` (one sample a sequence): the last
+# image returned, no sample frozen before all are below tol, the residual relative to
+# |f(y)|, Anderson's lambda 1e-4 added as it is (DEQ's reference Anderson), no stall rule.
+# With these the
+# converged logits of tests/data/reference/attractor-tiny agree to 1.3e-6. Not the presets'
+# default: the per-position solve is exactly causal (README, "Deliberate differences").
+PAPER_LM_SOLVE = dict(
+    return_last=True, freeze_converged=False, relative_to="image", regularization=1e-4,
+    absolute_regularization=True, stall_patience=0,
+)  # fmt: skip
 
 
 def _paper_attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverConfig) -> dict:

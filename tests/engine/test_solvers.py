@@ -92,6 +92,47 @@ def test_anderson_ring_buffer_matches_textbook_anderson():
             assert torch.allclose(y[0], ref[k - 1], rtol=1e-9, atol=1e-11), k
 
 
+def bordered_anderson(f, x0, m, steps, lam):
+    """Anderson as DEQ's reference code writes it: the weights from the bordered system
+    [[0, 1^T], [1, G G^T + lam I]] [nu, a] = [1, 0] (lam added as it is), x = sum a_i f(x_i)."""
+    xs, fs, out = [], [], []
+    x = x0
+    for _ in range(steps):
+        fx = f(x)
+        out.append(fx)
+        xs, fs = (xs + [x])[-m:], (fs + [fx])[-m:]
+        if len(xs) == 1:
+            x = fx
+            continue
+        g = torch.stack([fi - xi for fi, xi in zip(fs, xs, strict=True)])  # (n, d)
+        n = g.shape[0]
+        kkt = torch.zeros(n + 1, n + 1, dtype=g.dtype)
+        kkt[0, 1:] = kkt[1:, 0] = 1.0
+        kkt[1:, 1:] = g @ g.T + lam * torch.eye(n, dtype=g.dtype)
+        rhs = torch.zeros(n + 1, dtype=g.dtype)
+        rhs[0] = 1.0
+        a = torch.linalg.solve(kkt, rhs)[1:]
+        x = a @ torch.stack(fs)
+    return out
+
+
+def test_absolute_regularization_matches_the_bordered_anderson():
+    f = TanhMap(d=12, batch=1, norm=0.95, seed=4)
+    y0 = f.y0.detach()
+    lam = 1e-2  # large enough to move the weights away from the unregularised ones
+    with torch.no_grad():
+        ref = bordered_anderson(lambda x: f(x.unsqueeze(0)).squeeze(0), y0[0], 3, 8, lam)
+        for k in range(1, 9):
+            cfg = at.SolverConfig("anderson", tol=0.0, max_iter=k, history=3, return_last=True,
+                                  regularization=lam, absolute_regularization=True)  # fmt: skip
+            y, _ = at.solve(f, y0, cfg)
+            assert torch.allclose(y[0], ref[k - 1], rtol=1e-9, atol=1e-11), k
+        relative = at.SolverConfig("anderson", tol=0.0, max_iter=8, history=3, return_last=True,
+                                   regularization=lam)  # fmt: skip
+        y_rel, _ = at.solve(f, y0, relative)
+    assert not torch.allclose(y_rel[0], ref[-1], rtol=1e-6, atol=1e-8)
+
+
 def test_returns_lowest_residual_iterate_and_last_on_request():
     # non-normal A: Picard residuals g_k = A^k g_0 first grow, then decay
     a = torch.tensor([[0.5, 4.0], [0.0, 0.5]], dtype=torch.float64)
@@ -272,3 +313,18 @@ def test_freeze_converged_makes_each_sample_independent_of_the_others():
     assert int(stats.sample_iters[1]) == stats.iters > alone.iters
     y_free, _ = at.solve(f, start, at.SolverConfig("anderson", tol=1e-9, max_iter=200))
     assert not torch.equal(y_free[0], y_alone[0])  # without freezing it keeps iterating
+
+
+def test_return_last_with_frozen_samples_stops_once_every_sample_is_done():
+    # sample 0 converges long before sample 1; frozen, it must not keep the solve running
+    rates = torch.tensor([0.2, 0.9], dtype=torch.float64)
+
+    def f(y, active=None):
+        return rates[: y.shape[0], None] * torch.tanh(y) + 1.0
+
+    cfg = at.SolverConfig("anderson", tol=1e-9, max_iter=200, freeze_converged=True,
+                          return_last=True)  # fmt: skip
+    y, stats = at.solve(f, torch.zeros(2, 6, dtype=torch.float64), cfg)
+    assert stats.converged.all()
+    assert stats.iters == int(stats.sample_iters.max()) < cfg.max_iter
+    assert true_residual(f, y) < 1e-8

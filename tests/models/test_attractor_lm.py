@@ -187,10 +187,14 @@ def test_depth_k_runs_exactly_k_picard_iterations_of_the_map():
 # The fixed point
 
 
-@pytest.mark.parametrize("freeze", [False, True], ids=["batch-stop", "per-position-stop"])
-def test_equilibrium_is_the_fixed_point_of_a_plain_picard_loop(freeze):
+@pytest.mark.parametrize(
+    "freeze, unit",
+    [(False, "position"), (True, "position"), (True, "sequence")],
+    ids=["batch-stop", "per-position-stop", "per-sequence-stop"],
+)
+def test_equilibrium_is_the_fixed_point_of_a_plain_picard_loop(freeze, unit):
     solver = at.SolverConfig("anderson", tol=1e-7, max_iter=200, freeze_converged=freeze)
-    model = perturb(tiny(fixed_point=dict(eval_solver=solver))).double().eval()
+    model = perturb(tiny(fixed_point=dict(eval_solver=solver), solve_unit=unit)).double().eval()
     x = ids()
     with torch.no_grad():
         y0 = proposal_ref(model, x)
@@ -284,6 +288,22 @@ def test_per_position_solve_is_exactly_causal():
         a, b = model(x).logits, model(x2).logits
     # every position stops on its own residual, which depends on no later token
     assert torch.allclose(a[:, :12], b[:, :12], rtol=0, atol=1e-12)
+
+
+def test_per_sequence_solve_is_causal_only_up_to_the_tolerance():
+    # one residual and one set of Anderson weights a sequence: a later token moves the
+    # earlier positions' iterates, by about the tolerance
+    solver = at.SolverConfig("anderson", tol=1e-3, max_iter=100, freeze_converged=True)
+    model = perturb(tiny(fixed_point=dict(eval_solver=solver), solve_unit="sequence"))
+    model = model.eval().double()
+    x = ids(t=16)
+    x2 = x.clone()
+    x2[:, 12] = (x2[:, 12] + 1) % VOCAB
+    with torch.no_grad():
+        a, b = model(x), model(x2)
+    assert a.solver.sample_iters.shape == (2,)  # one sample a sequence
+    leak = float((a.logits[:, :12] - b.logits[:, :12]).abs().max())
+    assert 1e-9 < leak < 1e-1, leak
 
 
 def test_batch_costs_the_sum_of_its_sequences_depths():

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 import attractor as at
 from attractor.cli import main
+from attractor.models.presets import PAPER_LM_SOLVE
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "reference"
 
@@ -182,6 +183,36 @@ def test_attractor_matches_the_reference():
     assert d["grad"] < 1e-3
 
 
+def paper_solve_diffs() -> dict[str, float]:
+    """The converged logits, iterations, residual and training gradients with the paper's
+    solve (`PAPER_LM_SOLVE`, one sample a sequence)."""
+    model, e = load("attractor-tiny")
+    fp = model.config.fixed_point
+    solver = dataclasses.replace(fp.eval_solver, **PAPER_LM_SOLVE)
+    fp = dataclasses.replace(fp, train_solver=solver, eval_solver=solver)
+    model.config = dataclasses.replace(model.config, solve_unit="sequence", fixed_point=fp)
+    ids = e["input_ids"]
+    with torch.no_grad():
+        out = model.eval()(ids)
+    res = model.train()(ids, labels=e["labels"])
+    res.loss.backward()
+    return {
+        "logits_converged": abs_diff(out.logits, e["logits_converged"]),
+        "iters": abs(out.solver.iters - int(e["converged_iters"])),
+        "residual": abs(float(out.solver.residual.max()) - float(e["converged_rel_residual"])),
+        "train_loss": abs_diff(res.loss, e["train_loss"]),
+        "grad": max(grad_diffs(model, e).values()),
+    }
+
+
+def test_the_paper_solve_reproduces_the_reference_converged_logits():
+    d = paper_solve_diffs()
+    assert d["iters"] == 0
+    assert d["residual"] < 1e-6  # its 1.92e-4, the largest of the two sequences'
+    assert d["logits_converged"] < 1e-5, d["logits_converged"]
+    assert d["train_loss"] < 1e-5 and d["grad"] < 1e-3
+
+
 def test_gpt_matches_the_reference():
     d = gpt_diffs()
     assert d["logits"] < 1e-5 and d["train_loss"] < 1e-5
@@ -221,6 +252,7 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     for title, diffs in (
         ("attractor-tiny", attractor_diffs()),
+        ("attractor-tiny, the paper's solve", paper_solve_diffs()),
         ("gpt-tiny", gpt_diffs()),
         ("parcae-tiny", parcae_diffs()),
     ):
