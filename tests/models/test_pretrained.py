@@ -160,8 +160,8 @@ def test_unknown_nested_field_is_named(nested_kind, tmp_path):
     assert str(err.value) == (
         f"{tmp_path / 'config.json'}: nested-test.solver.bogus: unknown key; valid keys under "
         "nested-test.solver: method, tol, relative_to, max_iter, min_iter, history, mixing, "
-        "regularization, diverge_above, check_every, stall_patience, return_last, "
-        "freeze_converged; fix config.json or save the model again"
+        "regularization, absolute_regularization, diverge_above, check_every, stall_patience, "
+        "return_last, freeze_converged; fix config.json or save the model again"
     )
 
 
