@@ -54,9 +54,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
 
 from attractor.core.typed_config import ConfigError  # noqa: E402
+from attractor.engine import PAPER_LM_SOLVE  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import preset_config  # noqa: E402
-from attractor.models.presets import PAPER_BLOCKS, PAPER_LM_SOLVE, PAPER_VALUE_EMBEDS  # noqa: E402
+from attractor.models.presets import PAPER_BLOCKS, PAPER_VALUE_EMBEDS  # noqa: E402
 from attractor.models.registry import kind_of  # noqa: E402
 from attractor.nn.shape import TransformerShape  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402

@@ -41,9 +41,11 @@ def train_one(
     tokens: int | None = None,
     overrides: dict[str, Any] | None = None,
     label: str | None = None,
+    extra_sets: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Train `preset` (with model `overrides`) on `tokens` tokens (default args.tokens) in
-    args.work/LABEL (default the preset); its curve, cost and final validation loss."""
+    """Train `preset` (with model `overrides` and further `--set` values `extra_sets`) on
+    `tokens` tokens (default args.tokens) in args.work/LABEL (default the preset); its
+    curve, cost and final validation loss."""
     tokens_per_step = args.batch * args.seq_len
     steps = math.ceil((tokens or args.tokens) / tokens_per_step)
     sets = [f"model.overrides.{k}={json.dumps(v)}" for k, v in (overrides or {}).items()] + [
@@ -56,6 +58,7 @@ def train_one(
         f"train.eval_batches={args.eval_batches}",
         f"train.out_dir={Path(args.work) / (label or preset)}",
         "train.progress=false",
+        *(extra_sets or []),
     ]
     run = train_in_subprocess(args.config, sets, threads=args.threads)
     rows = run["metrics"]

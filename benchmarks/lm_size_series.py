@@ -6,8 +6,10 @@ that width, and GPT is `gpt-cpu` (value embeddings) at the same width with the d
 whose parameter count comes closest to the Attractor's. Both train with one packaged
 config (default lm-pydocs-cpu) on the same number of tokens per Attractor parameter
 (default 0.284: the parity run's 1.6M tokens for attractor-cpu's 5.77M), so compute grows
-with the square of the size; batch, sequence length, learning rates and schedule shape stay
-the config's (no learning-rate transfer across widths: a limit of the series). Each pair
+with the square of the size. The warm-up is the same fraction of every run (default 0.05:
+the parity run's 20 of 400 steps), so width 256 is that run's schedule exactly; batch,
+sequence length, learning rates and the decay stay the config's (no learning-rate transfer
+across widths: a limit of the series). Each pair
 reports both final validation perplexities, their ratio, the training FLOPs counted from the
 iterations run, and wall time. One seed, one run at a time.
 
@@ -20,6 +22,7 @@ iterations run, and wall time. One seed, one run at a time.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,15 +69,21 @@ def train_pair(width: int, args: argparse.Namespace) -> dict[str, Any]:
     attractor_params = build_model("attractor-cpu", **shape(width)).num_params()
     layers = matched_gpt_layers(width, attractor_params)
     tokens = max(args.batch * args.seq_len, round(args.tokens_per_param * attractor_params))
+    steps = math.ceil(tokens / (args.batch * args.seq_len))
+    warmup_steps = max(1, round(args.warmup_fraction * steps))
+    warmup = [f"schedule.warmup_steps={warmup_steps}"]
     runs = {
-        "attractor": train_one("attractor-cpu", args, tokens, shape(width), f"attractor-{width}"),
+        "attractor": train_one(
+            "attractor-cpu", args, tokens, shape(width), f"attractor-{width}", warmup
+        ),
         "gpt": train_one(
-            "gpt-cpu", args, tokens, dict(shape(width), n_layers=layers), f"gpt-{width}"
+            "gpt-cpu", args, tokens, dict(shape(width), n_layers=layers), f"gpt-{width}", warmup
         ),
     }
     return {
         "width": width,
         "gpt_layers": layers,
+        "warmup_steps": warmup_steps,
         "tokens": runs["attractor"]["tokens"],
         "ppl_ratio": runs["attractor"]["val_ppl"] / runs["gpt"]["val_ppl"],
         "params_ratio": runs["attractor"]["params"] / runs["gpt"]["params"],
@@ -90,6 +99,8 @@ def main() -> None:
                     help="comma-separated model widths")  # fmt: skip
     ap.add_argument("--tokens-per-param", type=float, default=0.284,
                     help="training tokens per Attractor parameter")  # fmt: skip
+    ap.add_argument("--warmup-fraction", type=float, default=0.05,
+                    help="warm-up steps as a fraction of each run's steps")  # fmt: skip
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--evals", type=int, default=4, help="evaluations over training")
@@ -101,6 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.tokens_per_param <= 0:
         sys.exit("lm_size_series: --tokens-per-param must be > 0")
+    if not 0 <= args.warmup_fraction < 1:
+        sys.exit("lm_size_series: --warmup-fraction must lie in [0, 1)")
     ensure_pydocs(Path(args.data))
     sizes: list[dict[str, Any]] = []
     for width in args.widths:  # the result is rewritten as each pair ends

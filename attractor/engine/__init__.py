@@ -6,7 +6,7 @@ Layer 1: imports only `attractor.core` and torch.
 from attractor.engine.fixed_point_config import FixedPointConfig
 from attractor.engine.implicit import BACKWARDS, fixed_point, jacobian_penalty, spectral_radius
 from attractor.engine.solve import solve, solve_with_preimage
-from attractor.engine.solver_config import METHODS, Map, SolverConfig, SolverStats
+from attractor.engine.solver_config import METHODS, PAPER_LM_SOLVE, Map, SolverConfig, SolverStats
 
 __all__ = [
     "BACKWARDS",
@@ -15,6 +15,7 @@ __all__ = [
     "Map",
     "SolverConfig",
     "SolverStats",
+    "PAPER_LM_SOLVE",
     "fixed_point",
     "jacobian_penalty",
     "solve",

@@ -34,8 +34,8 @@ from attractor.nn import (
 
 
 def paper_fixed_point() -> FixedPointConfig:
-    """The 140m preset's solve in training and evaluation: Anderson, tol 3e-4, 6-64
-    iterations, every position stopping on its own residual."""
+    """The default solve in training and evaluation: the 140m preset's Anderson, tol 3e-4,
+    6-64 iterations, with every position stopping on its own residual (ours)."""
     solver = SolverConfig("anderson", tol=3e-4, max_iter=64, min_iter=6, freeze_converged=True)
     return FixedPointConfig(train_solver=solver, eval_solver=solver)
 

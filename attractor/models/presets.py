@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from attractor.core.typed_config import ConfigError, from_data, merge, to_data
-from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.engine import PAPER_LM_SOLVE, FixedPointConfig, SolverConfig
 from attractor.models.base import Model
 from attractor.models.reasoner_nested import nested_solver
 from attractor.models.registry import family
@@ -48,26 +48,19 @@ PAPER_BLOCKS = dict(
     mlp_scale=0.5, init="scaled-orthogonal",
 )  # fmt: skip
 PAPER_VALUE_EMBEDS = dict(value_gate_input="normed", value_embed_std=1.0)
-# Its language-model solve, with `solve_unit="sequence"` (one sample a sequence): the last
-# image returned, no sample frozen before all are below tol, the residual relative to
-# |f(y)|, Anderson's lambda 1e-4 added as it is (DEQ's reference Anderson), no stall rule.
-# With these the
-# converged logits of tests/data/reference/attractor-tiny agree to 1.3e-6. Not the presets'
-# default: the per-position solve is exactly causal (README, "Deliberate differences").
-PAPER_LM_SOLVE = dict(
-    return_last=True, freeze_converged=False, relative_to="image", regularization=1e-4,
-    absolute_regularization=True, stall_patience=0,
-)  # fmt: skip
 
 
 def _paper_attractor(dim: int, heads: int, backbone: int, head: int, solver: SolverConfig) -> dict:
     """An attractor preset as the paper's code has it: gates fixed at 0.75 (g_init = g_max,
-    starting ratio 1 - 1e-6) and one Neumann term without clip (its "onestep")."""
+    starting ratio 1 - 1e-6), one Neumann term without clip (its "onestep") and its solve,
+    one sample a sequence (`PAPER_LM_SOLVE`)."""
+    solver = dataclasses.replace(solver, **PAPER_LM_SOLVE)
     fields = _attractor(dim, heads, backbone, head, solver)
     fields["fixed_point"] = FixedPointConfig(
         train_solver=solver, eval_solver=solver, backward="neumann", neumann_clip=None
     )
-    return dict(fields, gate_init=0.75, gate_max=0.75, gate_clamp=1e-6, **PAPER_BLOCKS)
+    paper = dict(gate_init=0.75, gate_max=0.75, gate_clamp=1e-6, solve_unit="sequence")
+    return dict(fields, **paper, **PAPER_BLOCKS)
 
 
 def _paper_gpt(dim: int, n_layers: int, heads: int) -> dict:

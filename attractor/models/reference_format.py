@@ -5,7 +5,8 @@ A release directory holds `config.json`, the reference's config dataclass as a d
 ParcaeConfig), and its state dict in `model.safetensors`, `model.pt`, `pytorch_model.bin`
 or `model.bin`. `reference_config` maps the config field by field onto ours, with the
 options that make our model compute what the reference computes (interleaved rotary,
-weightless QK-norm after rotary, 0.5 ReLU^2, its norm eps, its gate clamp, ...). A field
+weightless QK-norm after rotary, 0.5 ReLU^2, its norm eps, its gate clamp, its solve one
+sample a sequence, ...). A field
 that changes the computation in a way we cannot express is one `CheckpointError` naming
 it; a field we do not know is one too. `reference_state` strips the wrapper prefixes,
 drops the rotary table `freqs_cis` and the tied `lm_head.weight`, and renames every key
@@ -13,11 +14,11 @@ into our modules; `load_reference` builds the model and loads the weights strict
 shape mismatch names the reference key and both shapes). Weights load without running
 code (`attractor.models.weights_io`).
 
-Deliberate differences left as they are (each is tolerance-level or outside a forward):
-the reference's Attractor solves per sequence, ours per position (its stopping rule over
-a whole sequence's norm; ours stricter, and exactly causal); its Parcae draws training
-depths from a generator seeded by the step, ours from torch's global generator, and in
-evaluation it runs `mean_recurrence` recurrences like ours.
+An imported Attractor solves as the reference does, one sample a sequence
+(`PAPER_LM_SOLVE`); `model.overrides.solve_unit: position` solves per position, exactly
+causal. A difference left as it is (outside a forward): its
+Parcae draws training depths from a generator seeded by the step, ours from torch's global
+generator; in evaluation it runs `mean_recurrence` recurrences like ours.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attractor.core.typed_config import ConfigError, from_data
-from attractor.engine import FixedPointConfig, SolverConfig
+from attractor.engine import PAPER_LM_SOLVE, FixedPointConfig, SolverConfig
 from attractor.models.registry import family
 from attractor.models.weights_io import CheckpointError, read_weights
 
@@ -165,7 +166,7 @@ def _attractor_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
         min_iter=min(int(data.get("min_iter", 0) or 0), max_iter),
         history=int(data.get("anderson_m", 5)),
         mixing=float(data.get("anderson_beta", 1.0)),
-        freeze_converged=True,
+        **PAPER_LM_SOLVE,  # its solve: last image, no freezing, lambda 1e-4 as it is
     )
     backward = data.get("backward_type", "onestep")
     if backward == "onestep":  # u = v + J^T v, J^T v clipped when adjoint_grad_clip is set
@@ -194,6 +195,7 @@ def _attractor_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
         gate_max=float(data.get("gamma_max") or 1.0),
         gate_clamp=1e-6,  # its FixedPointBlock clamps the ratio to [1e-6, 1 - 1e-6]
         fixed_point=fixed_point,
+        solve_unit="sequence",  # one residual and one set of Anderson weights a sequence
         tied_head=bool(data.get("tie_embeddings", True)),
     )
 

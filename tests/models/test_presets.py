@@ -86,7 +86,7 @@ def test_kind_fields_deep_merge_over_the_family_defaults():
     default = meta_model_kind("attractor")
     assert model.config.fixed_point.backward == "neumann"
     assert model.config.fixed_point.train_solver == default.config.fixed_point.train_solver
-    assert model.config.fixed_point.train_solver.freeze_converged  # the paper's, not the base's
+    assert model.config.fixed_point.train_solver.freeze_converged  # the family's, not the base's
     reasoner = meta_model_kind("reasoner", fixed_point=dict(backward_steps=3))
     assert (reasoner.config.fixed_point.backward, reasoner.config.fixed_point.backward_steps) == (
         "phantom",
@@ -141,3 +141,17 @@ def test_cli_lists_every_preset(capsys):
         row = next(line for line in lines if line.split()[0] == name)
         assert re.match(rf"{re.escape(name)}\s+[\d.]+[KMB]\s+[\d.]+[KMB]\s+\S", row)
     assert re.search(r"^gpt-140m\s+143\.\dM\s+42\.\dM\s+gpt 6x768 h6 ffn3072$", out, re.M)
+
+
+@pytest.mark.parametrize("name", ["attractor-140m", "attractor-370m", "attractor-770m"])
+def test_paper_attractor_presets_solve_as_the_paper_code(name):
+    # one sample a sequence, the last image, no freezing, lambda 1e-4 as it is: the reference's
+    # solve (tests/models/test_reference_parity.py checks its numbers on the fixture)
+    c = presets.preset_config(name)
+    assert c.solve_unit == "sequence"
+    for solver in (c.fixed_point.train_solver, c.fixed_point.eval_solver):
+        assert solver.return_last and not solver.freeze_converged
+        assert solver.relative_to == "image" and solver.stall_patience == 0
+        assert solver.absolute_regularization and solver.regularization == 1e-4
+    ours = presets.preset_config("attractor-cpu")
+    assert ours.solve_unit == "position" and ours.fixed_point.eval_solver.freeze_converged
