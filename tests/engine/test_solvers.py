@@ -59,24 +59,31 @@ def test_anderson_needs_at_most_half_the_evaluations_of_picard():
     assert evals["anderson"] <= evals["picard"] / 2, evals
 
 
-def naive_anderson(f, x0, m, steps):
-    """Textbook type-II Anderson on a list of the last m pairs: x_{k+1} = sum a_i f(x_i),
-    a = argmin |sum a_i g_i| with sum a_i = 1, solved in the difference form by lstsq."""
+def anderson_on_lists(f, x0, m, steps, weights):
+    """Anderson on a list of the last m pairs (x_i, f(x_i)): a plain step while the list has
+    one pair, then x_{k+1} = weights(xs, fs), the images f(x_i) returned one per step."""
     xs, fs, out = [], [], []
     x = x0
     for _ in range(steps):
         fx = f(x)
         out.append(fx)
         xs, fs = (xs + [x])[-m:], (fs + [fx])[-m:]
+        x = fx if len(xs) == 1 else weights(xs, fs)
+    return out
+
+
+def naive_anderson(f, x0, m, steps):
+    """Textbook type-II Anderson: x_{k+1} = sum a_i f(x_i), a = argmin |sum a_i g_i| with
+    sum a_i = 1, solved in the difference form by lstsq."""
+
+    def difference_form(xs, fs):
         g = [fi - xi for fi, xi in zip(fs, xs, strict=True)]
-        if len(g) == 1:
-            x = fx
-            continue
         dg = torch.stack([g[i + 1] - g[i] for i in range(len(g) - 1)], dim=1)  # (d, n-1)
         gamma = torch.linalg.lstsq(dg, g[-1].unsqueeze(1)).solution.squeeze(1)
         df = torch.stack([fs[i + 1] - fs[i] for i in range(len(fs) - 1)], dim=1)
-        x = fs[-1] - df @ gamma
-    return out
+        return fs[-1] - df @ gamma
+
+    return anderson_on_lists(f, x0, m, steps, difference_form)
 
 
 def test_anderson_ring_buffer_matches_textbook_anderson():
@@ -95,15 +102,8 @@ def test_anderson_ring_buffer_matches_textbook_anderson():
 def bordered_anderson(f, x0, m, steps, lam):
     """Anderson as DEQ's reference code writes it: the weights from the bordered system
     [[0, 1^T], [1, G G^T + lam I]] [nu, a] = [1, 0] (lam added as it is), x = sum a_i f(x_i)."""
-    xs, fs, out = [], [], []
-    x = x0
-    for _ in range(steps):
-        fx = f(x)
-        out.append(fx)
-        xs, fs = (xs + [x])[-m:], (fs + [fx])[-m:]
-        if len(xs) == 1:
-            x = fx
-            continue
+
+    def bordered(xs, fs):
         g = torch.stack([fi - xi for fi, xi in zip(fs, xs, strict=True)])  # (n, d)
         n = g.shape[0]
         kkt = torch.zeros(n + 1, n + 1, dtype=g.dtype)
@@ -111,9 +111,9 @@ def bordered_anderson(f, x0, m, steps, lam):
         kkt[1:, 1:] = g @ g.T + lam * torch.eye(n, dtype=g.dtype)
         rhs = torch.zeros(n + 1, dtype=g.dtype)
         rhs[0] = 1.0
-        a = torch.linalg.solve(kkt, rhs)[1:]
-        x = a @ torch.stack(fs)
-    return out
+        return torch.linalg.solve(kkt, rhs)[1:] @ torch.stack(fs)
+
+    return anderson_on_lists(f, x0, m, steps, bordered)
 
 
 def test_absolute_regularization_matches_the_bordered_anderson():
