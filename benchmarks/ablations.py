@@ -14,7 +14,9 @@ switch changed from the config's baseline:
 - init: the paper's scaled orthogonal or our N(0, 0.02);
 - optimizer: the paper's Muon (`muon`) or ours (`muon-ns`), and the paper's Muon without
   its weight decays;
-- numerics: the paper's block numerics (and for GPT its value embeddings) or ours.
+- numerics: the paper's block numerics (and for GPT and looped its value embeddings) or ours;
+- Parcae (looped): the paper code's prelude norm, C, random start and depth a sequence, or
+  none of them (ours).
 
 The first four families and the gates are attractor switches; the rest apply to every
 language model. By default the schedule is much shorter than the config's (90 steps of
@@ -89,6 +91,10 @@ OUR_NUMERICS = {
     f.name: f.default for f in dataclasses.fields(TransformerShape) if f.name in PAPER_NUMERICS
 }
 
+VALUE_EMBED_KINDS = ("gpt", "looped")  # the models with value embeddings
+PARCAE_PAPER = dict(prelude_norm=True, state_proj=True, state_init="random", depth_draw="sequence")
+PARCAE_OURS = dict(prelude_norm=False, state_proj=False, state_init="zero", depth_draw="batch")
+
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant("baseline", kinds=LANGUAGE_MODELS),
     "adjoint": Variant("backward", _overrides(**{"fixed_point.backward": "adjoint"})),
@@ -116,6 +122,10 @@ VARIANTS: dict[str, Variant] = {
     "untied": Variant("head", _overrides(tied_head=False)),
     "gates-fixed": Variant("gates", _overrides(gate_init=0.75, gate_max=0.75, gate_clamp=1e-6)),
     "gates-learnable": Variant("gates", _overrides(gate_init=0.75, gate_max=1.0, gate_clamp=1e-3)),
+    # Parcae's parts (the paper's code; looped-140m has them): a norm on the prelude's
+    # output, a linear C before the coda, a random start, one depth a sequence; or ours
+    "parcae-paper": Variant("parcae", _overrides(**PARCAE_PAPER), ("looped",)),
+    "parcae-ours": Variant("parcae", _overrides(**PARCAE_OURS), ("looped",)),
     "init-orthogonal": Variant("init", _overrides(init="scaled-orthogonal"), LANGUAGE_MODELS),
     "init-normal": Variant("init", _overrides(init="gpt"), LANGUAGE_MODELS),
     "muon": Variant("optimizer", {"optim.name": "muon"}, LANGUAGE_MODELS),
@@ -129,7 +139,11 @@ VARIANTS: dict[str, Variant] = {
         "numerics",
         {
             **_overrides(**PAPER_NUMERICS),
-            **{f"model.kind_overrides.gpt.{k}": v for k, v in PAPER_VALUE_EMBEDS.items()},
+            **{
+                f"model.kind_overrides.{kind}.{k}": v
+                for kind in VALUE_EMBED_KINDS
+                for k, v in PAPER_VALUE_EMBEDS.items()
+            },
         },
         LANGUAGE_MODELS,
     ),
@@ -137,8 +151,11 @@ VARIANTS: dict[str, Variant] = {
         "numerics",
         {
             **_overrides(**OUR_NUMERICS),
-            "model.kind_overrides.gpt.value_gate_input": "residual",
-            "model.kind_overrides.gpt.value_embed_std": None,
+            **{
+                f"model.kind_overrides.{kind}.{k}": v
+                for kind in VALUE_EMBED_KINDS
+                for k, v in {"value_gate_input": "residual", "value_embed_std": None}.items()
+            },
         },
         LANGUAGE_MODELS,
     ),
@@ -190,7 +207,9 @@ def run_sets(name: str, data: Path, args: argparse.Namespace) -> list[str]:
     """The `--set` overrides of one variant's run: the model, its switch, the shortened
     schedule (warm-up scaled by the same factor as the steps) and its evaluations."""
     base = load_config(args.config)
-    warmup = round(base.schedule.warmup_steps * args.steps / base.train.steps)
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = round(base.schedule.warmup_steps * args.steps / base.train.steps)
     return [f"{k}={json.dumps(v)}" for k, v in VARIANTS[name].sets.items()] + [
         f"model.preset={args.model}",
         f"data.source={data}",
@@ -299,6 +318,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=90, help="training steps per variant")
     ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    ap.add_argument("--warmup-steps", type=int, default=None, help="warm-up steps (default: "
+                    "the config's, scaled by --steps over its steps)")  # fmt: skip
     ap.add_argument("--eval-batches", type=int, default=8, help="validation batches")
     ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations "
                     "(default: only before training and after the last step)")  # fmt: skip
@@ -310,6 +331,9 @@ def main() -> None:
     if args.steps < 1 or args.jobs < 1 or args.threads < 1 or args.eval_every < 0:
         sys.exit("ablations: --steps, --jobs and --threads must be at least 1, --eval-every 0 "
                  "or more")  # fmt: skip
+    if args.warmup_steps is not None and not 0 <= args.warmup_steps <= args.steps:
+        sys.exit(f"ablations: --warmup-steps must lie in 0..{args.steps} (--steps), got "
+                 f"{args.warmup_steps}")  # fmt: skip
     names = parse_variants(args.variants or ",".join(changed_variants(args)), args.model)
     start = time.perf_counter()
     config = load_config(args.config)

@@ -31,6 +31,9 @@ the cores).
     python benchmarks/internalization.py               # about 15 minutes, 12 of them the DEQ
     python benchmarks/internalization.py --runs runs/lm_pareto_quick --deq-steps 5 \\
         --eval-windows 8 --name internalization_quick  # about a minute
+    python benchmarks/internalization.py --runs runs/lm_pareto_reference \\
+        --config lm-pydocs-cpu-reference --threads 1 \\
+        --name internalization_reference       # the runs of the paper's recipe
 """
 
 from __future__ import annotations
@@ -123,9 +126,9 @@ def train_deq(args: argparse.Namespace) -> dict[str, Any]:
         "train.log_every=1",
     ]
     print(f"training deq-cpu for {args.deq_steps} steps into {out_dir}", flush=True)
-    run = train_in_subprocess(CONFIG, sets, threads=args.threads)
-    full = load_config(CONFIG).train.steps
-    s = load_config(CONFIG, sets).schedule
+    run = train_in_subprocess(args.config, sets, threads=args.threads)
+    full = load_config(args.config).train.steps
+    s = load_config(args.config, sets).schedule
     train_seconds = run["metrics"][-1]["elapsed_s"]
     return {
         "run": str(out_dir),
@@ -137,7 +140,7 @@ def train_deq(args: argparse.Namespace) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / args.deq_steps,
         "schedule": (
-            f"shortened: {CONFIG}'s {s.kind} schedule (warm-up {s.warmup_steps} steps, "
+            f"shortened: {args.config}'s {s.kind} schedule (warm-up {s.warmup_steps} steps, "
             f"decay over the last {s.decay_fraction:g}) over {args.deq_steps} steps instead "
             f"of {full}"
         ),
@@ -294,7 +297,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "looped": load_model(runs, "looped-cpu"),
     }
     models = {n: model for n, (model, _) in loaded.items()}
-    seq_len = load_config(CONFIG).data.seq_len
+    seq_len = load_config(args.config).data.seq_len
     record = training_record(runs / "attractor-cpu" / "model")
     split = load_text(args.data, seq_len, loaded["attractor"][1], record)
     val, bytes_per_token = split.val, split.bytes_per_token["val"]
@@ -309,6 +312,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "result": "internalization",
         "runs": str(runs),
+        "config": args.config,
         "data": args.data,
         "seq_len": seq_len,
         "eval_windows": args.eval_windows,
@@ -329,6 +333,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/lm_pareto", help="where lm_pareto.py trained")
+    ap.add_argument("--config", default=CONFIG, help="the DEQ's run config, the one lm_pareto.py "
+                    "trained the runs with (lm-pydocs-cpu: our recipe; lm-pydocs-cpu-reference: "
+                    "the paper's)")  # fmt: skip
     ap.add_argument("--data", default="data/pydocs", help="the python-docs token shards")
     ap.add_argument(
         "--eval-windows", type=int, default=128, help="validation windows (default 128)"

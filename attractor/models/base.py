@@ -71,7 +71,8 @@ _LAYER_FIELDS = ("n_layers", "n_backbone", "n_head_layers", "n_prelude", "n_recu
 
 def describe(kind: str, config: Any) -> str:
     """A short layout from whichever common shape fields the config has:
-    "gpt 6x768 h6 ffn3072", "attractor 7+1x1024 h8 ffn4096 anderson T6-64 tol0.0003"."""
+    "gpt 6x768 h6 ffn3072", "attractor 7+1x1024 h8 ffn4096 anderson T6-64 tol0.0003 per
+    sequence" (a solve per sequence is named; one per position, the default, is not)."""
     names = {f.name for f in dataclasses.fields(config)}
     layers = "+".join(str(getattr(config, f)) for f in _LAYER_FIELDS if f in names)
     parts = [kind, f"{layers}x{config.dim}" if layers else f"d{config.dim}", f"h{config.n_heads}"]
@@ -80,4 +81,6 @@ def describe(kind: str, config: Any) -> str:
     if fixed_point is not None:
         s: SolverConfig = fixed_point.eval_solver
         parts.append(f"{s.method} T{s.min_iter}-{s.max_iter} tol{s.tol:g}")
+    if getattr(config, "solve_unit", "position") == "sequence":
+        parts.append("per sequence")  # one solver sample a sequence, the paper code's solve
     return " ".join(parts)

@@ -19,7 +19,8 @@ from attractor.train.config import load_config  # noqa: E402
 
 
 def _args(config: str, model: str) -> argparse.Namespace:
-    schedule = dict(steps=400, seq_len=256, batch_size=16, eval_every=0, eval_batches=16)
+    schedule = dict(steps=400, seq_len=256, batch_size=16, eval_every=0, eval_batches=16,
+                    warmup_steps=None)  # fmt: skip
     return argparse.Namespace(config=config, model=model, work="runs/x", **schedule)
 
 
@@ -69,6 +70,33 @@ def test_recipe_variants_change_one_piece():
                      "value_embed_std": None}  # fmt: skip
     model, _ = _changed(REFERENCE, "attractor-cpu", "jfb")
     assert model["fixed_point"].backward == "jfb" and set(model) == {"fixed_point"}
+
+
+def test_parcae_and_numerics_variants_change_the_looped_model():
+    model, optim = _changed(REFERENCE, "looped-cpu", "parcae-ours")
+    assert optim == {}
+    assert model == {"prelude_norm": False, "state_proj": False, "state_init": "zero",
+                     "depth_draw": "batch"}  # fmt: skip
+    model, _ = _changed("lm-pydocs-cpu", "looped-cpu", "parcae-paper")
+    assert model == {"prelude_norm": True, "state_proj": True, "state_init": "random",
+                     "depth_draw": "sequence"}  # fmt: skip
+    model, _ = _changed(REFERENCE, "looped-cpu", "numerics-ours")
+    assert model["value_gate_input"] == "residual" and model["value_embed_std"] is None
+    model, _ = _changed("lm-pydocs-cpu", "looped-cpu", "numerics-paper")
+    assert model["value_gate_input"] == "normed" and model["value_embed_std"] == 1.0
+
+
+def test_warmup_scales_with_the_steps_unless_given():
+    def warmup(args: argparse.Namespace) -> int:
+        return load_config(
+            REFERENCE, ablations.run_sets("baseline", Path("d"), args)
+        ).schedule.warmup_steps
+
+    args = _args(REFERENCE, "attractor-cpu")
+    args.steps = 800  # twice the config's 400 steps: twice its 20 warm-up steps
+    assert warmup(args) == 40
+    args.warmup_steps = 20
+    assert warmup(args) == 20
 
 
 def test_a_variant_of_another_kind_is_one_error():

@@ -141,6 +141,9 @@ def test_cli_lists_every_preset(capsys):
         row = next(line for line in lines if line.split()[0] == name)
         assert re.match(rf"{re.escape(name)}\s+[\d.]+[KMB]\s+[\d.]+[KMB]\s+\S", row)
     assert re.search(r"^gpt-140m\s+143\.\dM\s+42\.\dM\s+gpt 6x768 h6 ffn3072$", out, re.M)
+    # the paper presets solve per sequence and say so; ours per position, unnamed
+    assert re.search(r"^attractor-140m\s.*tol0\.0003 per sequence$", out, re.M)
+    assert re.search(r"^attractor-cpu\s.*tol0\.001$", out, re.M)
 
 
 @pytest.mark.parametrize("name", ["attractor-140m", "attractor-370m", "attractor-770m"])
