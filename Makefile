@@ -44,11 +44,16 @@ lint: $(STAMP)
 
 # Every claim of the paper re-measured at CPU scale (benchmarks/; 2 h 15 min on 2 cores when the
 # reasoning proxies ran at 5 minutes on all three tasks, about 45 min more now that the maze
-# proxy runs at 20; and about 5 h more for the size series, lm_size_series.py, last):
-# results in benchmarks/results/*.json with a PNG beside each.
+# proxy runs at 20; about 2 h more for the language models with the paper's recipe; and about
+# 5 h more for the size series, lm_size_series.py, last): results in benchmarks/results/*.json
+# with a PNG beside each.
 bench: $(STAMP)
 	$(PY) benchmarks/lm_pareto.py
 	$(PY) benchmarks/internalization.py
+	$(PY) benchmarks/lm_pareto.py --config lm-pydocs-cpu-reference --work runs/lm_pareto_reference \
+		--name lm_pareto_reference
+	$(PY) benchmarks/internalization.py --config lm-pydocs-cpu-reference \
+		--runs runs/lm_pareto_reference --name internalization_reference
 	$(PY) benchmarks/memory_vs_depth.py
 	$(PY) benchmarks/ablations.py
 	$(PY) benchmarks/throughput.py

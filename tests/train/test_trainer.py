@@ -169,6 +169,7 @@ STABLE = ("optim.eps=1e-4",)
 
 def _ddp_worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # two workers on two cores: more threads wait on each other
     info = setup_distributed("cpu", init_method=f"file://{init_file}")
     trainer = Trainer(tiny_config(out_dir, steps=5, extra=STABLE, strategy="ddp"), info)
     trainer.fit()
