@@ -59,6 +59,7 @@ from attractor.core.typed_config import ConfigError  # noqa: E402
 from attractor.engine import PAPER_LM_SOLVE  # noqa: E402
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.models import preset_config  # noqa: E402
+from attractor.models.looped import LoopedConfig  # noqa: E402
 from attractor.models.presets import PAPER_BLOCKS, PAPER_VALUE_EMBEDS  # noqa: E402
 from attractor.models.registry import kind_of  # noqa: E402
 from attractor.nn.shape import TransformerShape  # noqa: E402
@@ -91,9 +92,28 @@ OUR_NUMERICS = {
     f.name: f.default for f in dataclasses.fields(TransformerShape) if f.name in PAPER_NUMERICS
 }
 
-VALUE_EMBED_KINDS = ("gpt", "looped")  # the models with value embeddings
-PARCAE_PAPER = dict(prelude_norm=True, state_proj=True, state_init="random", depth_draw="sequence")
-PARCAE_OURS = dict(prelude_norm=False, state_proj=False, state_init="zero", depth_draw="batch")
+# Value embeddings as the paper's code has them (PAPER_VALUE_EMBEDS) or ours, for every kind
+# that has them
+VALUE_EMBED_KINDS = ("gpt", "looped")
+OUR_VALUE_EMBEDS = {
+    f.name: f.default for f in dataclasses.fields(LoopedConfig) if f.name in PAPER_VALUE_EMBEDS
+}
+
+
+def _value_embeds(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"model.kind_overrides.{kind}.{k}": v
+        for kind in VALUE_EMBED_KINDS
+        for k, v in fields.items()
+    }
+
+
+# Parcae's parts: the paper's (the looped-140m preset's) and ours (LoopedConfig's defaults)
+PARCAE_FIELDS = ("prelude_norm", "state_proj", "state_init", "depth_draw")
+PARCAE_PAPER = {k: getattr(preset_config("looped-140m"), k) for k in PARCAE_FIELDS}
+PARCAE_OURS = {
+    f.name: f.default for f in dataclasses.fields(LoopedConfig) if f.name in PARCAE_FIELDS
+}
 
 VARIANTS: dict[str, Variant] = {
     "baseline": Variant("baseline", kinds=LANGUAGE_MODELS),
@@ -139,11 +159,7 @@ VARIANTS: dict[str, Variant] = {
         "numerics",
         {
             **_overrides(**PAPER_NUMERICS),
-            **{
-                f"model.kind_overrides.{kind}.{k}": v
-                for kind in VALUE_EMBED_KINDS
-                for k, v in PAPER_VALUE_EMBEDS.items()
-            },
+            **_value_embeds(PAPER_VALUE_EMBEDS),
         },
         LANGUAGE_MODELS,
     ),
@@ -151,11 +167,7 @@ VARIANTS: dict[str, Variant] = {
         "numerics",
         {
             **_overrides(**OUR_NUMERICS),
-            **{
-                f"model.kind_overrides.{kind}.{k}": v
-                for kind in VALUE_EMBED_KINDS
-                for k, v in {"value_gate_input": "residual", "value_embed_std": None}.items()
-            },
+            **_value_embeds(OUR_VALUE_EMBEDS),
         },
         LANGUAGE_MODELS,
     ),
@@ -204,8 +216,9 @@ def changed_variants(args: argparse.Namespace) -> list[str]:
 
 
 def run_sets(name: str, data: Path, args: argparse.Namespace) -> list[str]:
-    """The `--set` overrides of one variant's run: the model, its switch, the shortened
-    schedule (warm-up scaled by the same factor as the steps) and its evaluations."""
+    """The `--set` overrides of one variant's run: the model, its switch, the schedule
+    (--steps; the warm-up --warmup-steps, or the config's scaled by the same factor as the
+    steps) and its evaluations."""
     base = load_config(args.config)
     warmup = args.warmup_steps
     if warmup is None:
@@ -343,8 +356,9 @@ def main() -> None:
     if (args.steps, args.batch_size, args.seq_len) == own:
         schedule += f": the whole schedule of {args.config}"
     else:
-        schedule += f", shortened from {args.config}'s {own[0]} x {own[1]} x {own[2]}: "
-        schedule += "early-training perplexities, not the paper's values"
+        schedule += f", against {args.config}'s {own[0]} x {own[1]} x {own[2]}"
+        if args.steps < own[0]:
+            schedule += ": early-training perplexities, not the paper's values"
     for variants in run_all(names, args):  # the result is rewritten as each variant ends
         against_baseline(variants)
         result = {
