@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 
@@ -20,8 +21,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"attractor train: {err}", file=sys.stderr)
         return 2
     row = trainer.fit()
+    step, is_main = trainer.step, trainer.info.is_main
+    # DDP's reducer goes before the process group, not at interpreter exit, where gloo's
+    # release of the last collectives can deadlock (pytorch/pytorch#75097 reports the hang)
+    del trainer
+    gc.collect()
     teardown_distributed()  # after success only: a failed rank exits, so its peers fail too
-    if trainer.info.is_main:
+    if is_main:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
-        print(f"done at step {trainer.step}: {summary}; checkpoint in {cfg.train.out_dir}")
+        print(f"done at step {step}: {summary}; checkpoint in {cfg.train.out_dir}")
     return 0
