@@ -53,7 +53,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    RESUME_HELP,
+    ensure_pydocs,
+    train_in_subprocess,
+    write_result,
+)
 
 from attractor.core.typed_config import ConfigError  # noqa: E402
 from attractor.engine import PAPER_LM_SOLVE  # noqa: E402
@@ -266,6 +272,7 @@ def summarize(
         "solver_iters_last_quarter": statistics.fmean(iters) if iters else None,
         "peak_rss_mib": run["peak_rss_mib"],
         "wall_s": run["wall_s"],
+        "resumed": run["resumed"],
         "steps": int(trained[-1]["step"]),
     }
 
@@ -292,7 +299,9 @@ def run_all(names: list[str], args: argparse.Namespace) -> Iterator[dict[str, di
     sets = {name: run_sets(name, data, args) for name in names}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            name: pool.submit(train_in_subprocess, args.config, sets[name], args.threads)
+            name: pool.submit(
+                train_in_subprocess, args.config, sets[name], args.threads, args.resume
+            )
             for name in names
         }
         summaries: dict[str, dict[str, Any]] = {}
@@ -340,6 +349,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     ap.add_argument("--work", default="runs/ablations", help="run directories")
     ap.add_argument("--name", default="ablations", help="results/NAME.json and .png")
+    ap.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = ap.parse_args()
     if args.steps < 1 or args.jobs < 1 or args.threads < 1 or args.eval_every < 0:
         sys.exit("ablations: --steps, --jobs and --threads must be at least 1, --eval-every 0 "

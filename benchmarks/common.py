@@ -14,6 +14,7 @@ from typing import Any
 
 from attractor.core.atomic import atomic_write_json
 from attractor.core.provenance import provenance
+from attractor.train.checkpoint import CHECKPOINT_NAME
 from attractor.train.config import load_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,17 +59,32 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
         ]
 
 
+RESUME_CHECKPOINT_EVERY = 25  # steps between the checkpoints of a resumable run
+RESUME_HELP = (
+    "continue each run from the checkpoint in its run directory instead of starting it over "
+    f"(resumable runs checkpoint every {RESUME_CHECKPOINT_EVERY} steps, so a killed benchmark "
+    "loses at most that many steps; wall_s and peak_rss_mib are then the last leg's)"
+)
+
+
 def train_in_subprocess(
-    config: str | None, sets: list[str], threads: int | None = None
+    config: str | None, sets: list[str], threads: int | None = None, resume: bool = False
 ) -> dict[str, Any]:
     """Run `attractor train CONFIG --set ...` in a child process (so that its peak memory is
-    its own) and return its wall seconds, peak resident memory (MiB) and metrics rows.
+    its own) and return its wall seconds, peak resident memory (MiB), metrics rows and
+    whether it resumed.
 
-    The run's directory is the config's train.out_dir; it is emptied first. A failed run
-    stops the benchmark with the child's exit status.
+    The run's directory is the config's train.out_dir; it is emptied first, unless `resume`:
+    then the run checkpoints every RESUME_CHECKPOINT_EVERY steps and continues from the
+    checkpoint it finds there (the trainer refuses one of another configuration). A failed
+    run stops the benchmark with the child's exit status.
     """
+    if resume:
+        sets = [*sets, f"train.checkpoint_every={RESUME_CHECKPOINT_EVERY}"]
     out_dir = Path(load_config(config, sets).train.out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
+    resumed = resume and (out_dir / CHECKPOINT_NAME).is_file()
+    if not resume:
+        shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -85,6 +101,7 @@ def train_in_subprocess(
         "wall_s": wall,
         "peak_rss_mib": usage.ru_maxrss / 1024,  # Linux reports KiB
         "metrics": read_metrics(out_dir),
+        "resumed": resumed,
     }
 
 

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, ensure_pydocs, train_in_subprocess, write_result  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    RESUME_HELP,
+    ensure_pydocs,
+    train_in_subprocess,
+    write_result,
+)
 
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
@@ -60,7 +66,7 @@ def train_one(
         "train.progress=false",
         *(extra_sets or []),
     ]
-    run = train_in_subprocess(args.config, sets, threads=args.threads)
+    run = train_in_subprocess(args.config, sets, threads=args.threads, resume=args.resume)
     rows = run["metrics"]
     curve = [
         {
@@ -87,6 +93,7 @@ def train_one(
         "train_seconds": last["elapsed_s"],
         "wall_s": run["wall_s"],
         "peak_rss_mib": run["peak_rss_mib"],
+        "resumed": run["resumed"],
         "solver_iters_mean": sum(iters) / len(iters) if iters else None,
         "val_loss": last["val_loss"],
         "val_ppl": last["val_ppl"],
@@ -119,6 +126,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/pydocs")
     ap.add_argument("--work", default="runs/lm_pareto", help="run directories")
     ap.add_argument("--name", default="lm_pareto", help="results/NAME.json and .png")
+    ap.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = ap.parse_args()
     ensure_pydocs(Path(args.data))
     models = {preset: train_one(preset, args) for preset in args.models.split(",")}

@@ -1,15 +1,19 @@
 """A run's log: metrics.csv, one row per logged step, and TensorBoard when installed.
 
 The CSV is a log: rows are appended as the run goes (a crash keeps every row written so
-far), so it is the one file of a run that is not written atomically.
+far), so it is the one file of a run that is not written atomically. A run resumed from its
+last checkpoint first drops the rows logged after it (`drop_after`), which it logs again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 from pathlib import Path
 from typing import Any
+
+from attractor.core.atomic import atomic_write_text
 
 
 class MetricsLog:
@@ -43,6 +47,19 @@ class MetricsLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(directory / "tensorboard"))
+
+    def drop_after(self, step: int) -> None:
+        """Keep the header and the rows up to `step`: a run killed after its last
+        checkpoint logged steps that its resumed run will log again."""
+        if not self.enabled:
+            return
+        with self.path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
+        if len(kept) < len(rows):
+            text = io.StringIO(newline="")
+            csv.writer(text).writerows(kept)
+            atomic_write_text(self.path, text.getvalue())
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -33,6 +33,7 @@ from attractor.models import (
     model_from_config,
 )
 from attractor.train.checkpoint import (
+    config_changes,
     load_training_state,
     rng_state,
     save_training_state,
@@ -315,6 +316,15 @@ class Trainer:
                 f"{len(state['data'])} processes, this run has {self.info.world_size}; "
                 "resume with the same number of processes or use a new train.out_dir"
             )
+        changes = config_changes(state.get("config", to_data(self.cfg)), to_data(self.cfg))
+        if changes:
+            raise ValueError(
+                f"resume: the checkpoint in {self.out_dir} is of a run with another "
+                f"configuration ({'; '.join(changes[:4])}"
+                f"{f'; and {len(changes) - 4} more' if len(changes) > 4 else ''}); resume "
+                "with the configuration it was written by (only train.steps and how the run "
+                "is logged, evaluated and placed may change) or use a new train.out_dir"
+            )
         self.raw.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -324,6 +334,7 @@ class Trainer:
         self.train_flops = state.get("train_flops", 0.0)
         self.task.load_state_dict(state["data"][self.info.rank])
         set_rng_state(state["rng"][self.info.rank])
+        self.log.drop_after(self.step)  # rows a killed run logged past its last checkpoint
 
 
 def _postfix(row: dict[str, Any]) -> dict[str, str]:

@@ -65,6 +65,44 @@ def test_resume_gives_the_same_losses_as_a_straight_run(tmp_path, preset):
     assert torch.allclose(param_vector(resumed), param_vector(straight), atol=1e-6)
 
 
+def _logged_steps(out_dir) -> list[int]:
+    with (Path(out_dir) / "metrics.csv").open(newline="") as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh)]
+
+
+def test_a_run_killed_after_its_checkpoint_resumes_and_logs_each_step_once(tmp_path):
+    straight = Trainer(tiny_config(tmp_path / "a", steps=12, log_every=1))
+    straight.fit()
+    run = Trainer(tiny_config(tmp_path / "b", steps=12, log_every=1))
+    run.fit(stop_at=5)  # the last checkpoint: step 5
+    checkpoint = (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    run.fit(stop_at=8)  # steps 6-8 logged, then "killed": their checkpoint is lost
+    (tmp_path / "b" / "checkpoint.pt").write_bytes(checkpoint)
+    resumed = Trainer(tiny_config(tmp_path / "b", steps=12, log_every=1))
+    assert resumed.step == 5
+    resumed.fit()
+    assert _logged_steps(tmp_path / "b") == list(range(1, 13))
+    with (tmp_path / "b" / "metrics.csv").open(newline="") as fh:
+        logged = [float(row["loss"]) for row in csv.DictReader(fh)]
+    expected = [r["loss"] for r in straight.history]
+    assert max(abs(a - b) for a, b in zip(logged, expected, strict=True)) <= 1e-6
+
+
+def test_resuming_with_another_configuration_is_refused_and_keeps_the_checkpoint(tmp_path):
+    Trainer(tiny_config(tmp_path, steps=6, log_every=1)).fit(stop_at=3)
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError) as err:
+        Trainer(tiny_config(tmp_path, steps=6, extra=["optim.lr=0.5", "data.seed=3"]))
+    message = str(err.value)
+    assert "another configuration" in message and "new train.out_dir" in message
+    assert "optim.lr: 0.008 then, 0.5 now" in message and "data.seed: 0 then, 3 now" in message
+    with pytest.raises(ValueError, match=r"model\.overrides\.dim: 32 then, 48 now"):
+        Trainer(tiny_config(tmp_path, extra=["model.overrides.dim=48"]))  # before any shape error
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    longer = Trainer(tiny_config(tmp_path, steps=9, log_every=3, eval_every=3))
+    assert longer.step == 3  # the length and the logging may change
+
+
 _SAVER = """
 import sys, torch
 from attractor.train.checkpoint import save_training_state
