@@ -56,6 +56,7 @@ from attractor.train.puzzle_task import PuzzleTask
 from attractor.train.schedule import lr_factor
 
 TRAINING_RECORD = "training.json"
+BUILT = "model as built"  # a resume compares the built model's config too: presets change
 
 
 def build_run_model(spec: ModelSpec, data: dict[str, Any] | None = None) -> Model:
@@ -290,6 +291,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": to_data(self.cfg),
+            "model_config": self.raw.config_dict(),  # the preset as built, which code can change
             "step": self.step,
             "bad_steps": self.bad_steps,
             "train_seconds": self.train_seconds,
@@ -316,14 +318,16 @@ class Trainer:
                 f"{len(state['data'])} processes, this run has {self.info.world_size}; "
                 "resume with the same number of processes or use a new train.out_dir"
             )
-        changes = config_changes(state.get("config", to_data(self.cfg)), to_data(self.cfg))
+        now = {**to_data(self.cfg), BUILT: self.raw.config_dict()}
+        then = {**state.get("config", now), BUILT: state.get("model_config", now[BUILT])}
+        changes = config_changes(then, now)
         if changes:
             raise ValueError(
                 f"resume: the checkpoint in {self.out_dir} is of a run with another "
                 f"configuration ({'; '.join(changes[:4])}"
                 f"{f'; and {len(changes) - 4} more' if len(changes) > 4 else ''}); resume "
-                "with the configuration it was written by (only train.steps and how the run "
-                "is logged, evaluated and placed may change) or use a new train.out_dir"
+                "with the configuration and code it was written by (only train.steps and how "
+                "the run is logged, evaluated and placed may change) or use a new train.out_dir"
             )
         self.raw.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])

@@ -99,6 +99,14 @@ def test_resuming_with_another_configuration_is_refused_and_keeps_the_checkpoint
     with pytest.raises(ValueError, match=r"model\.overrides\.dim: 32 then, 48 now"):
         Trainer(tiny_config(tmp_path, extra=["model.overrides.dim=48"]))  # before any shape error
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    state = load_training_state(tmp_path)
+    built = state["model_config"]["mlp_ratio"]
+    state["model_config"]["mlp_ratio"] = built + 1  # the preset as other code built it
+    save_training_state(state, tmp_path)
+    with pytest.raises(ValueError, match=rf"model as built\.mlp_ratio: {built + 1} then"):
+        Trainer(tiny_config(tmp_path))
+    state["model_config"]["mlp_ratio"] = built
+    save_training_state(state, tmp_path)
     longer = Trainer(tiny_config(tmp_path, steps=9, log_every=3, eval_every=3))
     assert longer.step == 3  # the length and the logging may change
 
