@@ -33,12 +33,6 @@ def write_result(name: str, numbers: dict) -> Path:
     return atomic_write_json(RESULTS / f"{name}.json", {**record, **numbers})
 
 
-def optimizer_of(preset: str) -> str:
-    """The optimizer the preset's packaged configs train it with: "muon-ns" (ours) for the
-    -cpu presets, whose README figures were made with it, "muon" (the paper's) otherwise."""
-    return "muon-ns" if preset.endswith("-cpu") else "muon"
-
-
 def parse_depths(text: str) -> list[int]:
     """'4,8,16' -> [4, 8, 16]; every depth at least 1 (the benchmarks' --depths)."""
     try:

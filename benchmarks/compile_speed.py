@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import optimizer_of, write_result  # noqa: E402
+from common import write_result  # noqa: E402
 
 from attractor.train.compile import compiled_blocks_failed  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
@@ -40,7 +40,7 @@ from attractor.train.trainer import Trainer  # noqa: E402
 def trainer(preset: str, compiled: bool, args: argparse.Namespace) -> Trainer:
     """A trainer of `preset` on synthetic tokens, its blocks compiled or not."""
     cfg = load_config(None, [
-        f"model.preset={preset}", f"optim.name={optimizer_of(preset)}",
+        f"model.preset={preset}",
         "data.source=synthetic", f"data.seq_len={args.seq_len}",
         f"data.batch_size={args.batch}", f"train.steps={args.steps}", "train.eval_every=0",
         "train.progress=false", "train.device=cpu", f"train.compile={str(compiled).lower()}",

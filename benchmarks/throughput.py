@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, optimizer_of, write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from attractor.eval.plots import plot_results  # noqa: E402
 from attractor.train.config import load_config  # noqa: E402
@@ -54,7 +54,6 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
         [
             f"model.preset={preset}",
             f"model.overrides={overrides}",
-            f"optim.name={optimizer_of(preset)}",
             "data.source=synthetic",
             f"data.seq_len={args.seq_len}",
             f"data.batch_size={args.batch}",

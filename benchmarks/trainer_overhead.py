@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import optimizer_of, write_result  # noqa: E402
+from common import write_result  # noqa: E402
 
 from attractor.train.config import load_config  # noqa: E402
 from attractor.train.trainer import Trainer  # noqa: E402
@@ -60,7 +60,6 @@ def main() -> None:
         None,
         [
             f"model.preset={args.preset}",
-            f"optim.name={optimizer_of(args.preset)}",
             "model.overrides={vocab_size: 257}",
             "data.seq_len=128",
             "data.batch_size=16",

@@ -5,8 +5,9 @@ Read top to bottom: the config, the Newton-Schulz orthogonalisation, the Muon op
 the rules that split a model's parameters into groups, the combined optimizer that
 steps Muon and AdamW together, and the paper's optimizer. Three names: "muon" is the
 paper's MuonAdamW (`reference_optimizer`, its Muon in `attractor.train.polar_muon`);
-"muon-ns" ours, Newton-Schulz Muon + AdamW, which made the README's -cpu figures and is
-kept for them; "adamw" AdamW alone. `make_optimizer` builds the one a config names.
+"muon-ns" ours, Newton-Schulz Muon + AdamW, which made the README's older -cpu figures (it
+measured 1.9-3.0 % worse than "muon"); "adamw" AdamW alone. `make_optimizer` builds the
+one a config names.
 
 Groups (each a dict with "name", "params", "lr" and "base_lr" = the lr before any schedule)
 come from what each module declares (`attractor.nn.optim_groups`): a parameter belongs to
@@ -43,8 +44,8 @@ NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 @dataclass
 class OptimConfig:
-    # muon: the paper's MuonAdamW (`reference_optimizer`) | muon-ns: ours, Newton-Schulz Muon
-    # + AdamW (the -cpu configs' README figures) | adamw: AdamW for everything
+    # muon: the paper's MuonAdamW (`reference_optimizer`), every config's | muon-ns: ours,
+    # Newton-Schulz Muon + AdamW (the older -cpu README figures) | adamw: AdamW for everything
     name: Literal["muon", "muon-ns", "adamw"] = "muon"
     lr: float = 8e-3  # AdamW
     muon_lr: float = 8e-3

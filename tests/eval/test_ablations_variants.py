@@ -50,8 +50,9 @@ def test_the_default_lists_are_the_variants_that_change_the_run():
     gpt = ablations.changed_variants(_args(REFERENCE, "gpt-cpu"))
     assert gpt == ["baseline", "init-normal", "muon-ns", "no-weight-decay", "numerics-ours"]
     ours = ablations.changed_variants(_args("lm-pydocs-cpu", "attractor-cpu"))
-    assert {"gates-fixed", "init-orthogonal", "muon", "numerics-paper"} <= set(ours)
-    assert not {"gates-learnable", "init-normal", "muon-ns", "no-weight-decay"} & set(ours)
+    assert {"gates-learnable", "init-orthogonal", "muon-ns", "no-weight-decay",
+            "numerics-ours"} <= set(ours)  # fmt: skip
+    assert not {"gates-fixed", "init-normal", "muon", "numerics-paper", "jfb"} & set(ours)
 
 
 def test_recipe_variants_change_one_piece():
@@ -82,8 +83,8 @@ def test_parcae_and_numerics_variants_change_the_looped_model():
                      "depth_draw": "sequence"}  # fmt: skip
     model, _ = _changed(REFERENCE, "looped-cpu", "numerics-ours")
     assert model["value_gate_input"] == "residual" and model["value_embed_std"] is None
-    model, _ = _changed("lm-pydocs-cpu", "looped-cpu", "numerics-paper")
-    assert model["value_gate_input"] == "normed" and model["value_embed_std"] == 1.0
+    model, _ = _changed("lm-pydocs-cpu", "looped-cpu", "numerics-ours")
+    assert model["value_gate_input"] == "residual" and model["value_embed_std"] is None
 
 
 def test_warmup_scales_with_the_steps_unless_given():

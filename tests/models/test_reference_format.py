@@ -246,7 +246,8 @@ FIXTURES = {"attractor": "attractor-tiny", "gpt": "gpt-tiny", "looped": "parcae-
 )  # fmt: skip
 def test_paper_presets_use_what_the_paper_code_computes(name):
     """Every option the reader sets for the paper's own configs (the fixtures, written by
-    its code) is the preset's; -cpu presets keep ours."""
+    its code) is the preset's; the -cpu presets take its numerics, gates and value
+    embeddings too, and keep our init, backward and Parcae choices (measured better)."""
     preset = at.models.preset_config(name)
     kind = at.models.PRESETS[name][0]
     paper = reference_config(json.loads((DATA / FIXTURES[kind] / "config.json").read_text()))
@@ -258,4 +259,13 @@ def test_paper_presets_use_what_the_paper_code_computes(name):
     if kind == "looped":  # the fixture starts at zero to be deterministic; the configs do not
         assert preset.state_init == "random"
     cpu = at.models.preset_config(f"{kind}-cpu")
-    assert (cpu.qk_norm, cpu.rope_layout, cpu.mlp_scale) == ("learned", "half", 1.0)
+    parcae = ("prelude_norm", "state_proj", "depth_draw")
+    for option in OPTIONS[kind]:
+        if option not in parcae:
+            assert getattr(cpu, option) == getattr(paper, option), option
+    assert cpu.init == "gpt" and preset.init == "scaled-orthogonal"
+    if kind == "attractor":
+        assert cpu.fixed_point.backward == "jfb"
+    if kind == "looped":
+        assert [getattr(cpu, o) for o in parcae] == [False, False, "batch"]
+        assert cpu.state_init == "zero"
