@@ -8,8 +8,9 @@ T_max = T, tol 0). Two numerics on that shape:
 - "paper": the attractor-140m preset, the paper code's numerics (interleaved rotary base
   5e4, weightless QK-norm after it, mlp_scale 0.5, norm_eps 1e-5, gates fixed at 0.75),
   as the reference implementation computes;
-- "ours": attractor-cpu with 4 backbone blocks (half-split rotary, learned QK-norm before
-  it, mlp_scale 1, norm_eps 1e-6, learnable gates).
+- "ours": attractor-cpu with 4 backbone blocks in the numerics it had when issue 17 was
+  measured (half-split rotary, learned QK-norm before it, mlp_scale 1, norm_eps 1e-6,
+  learnable gates).
 
 Saved bytes are counted by `attractor.train.memory.SavedTensors`, parameters excluded
 (buffers, i.e. the rotary tables, counted), and split by the autograd node that saved
@@ -49,9 +50,12 @@ REFERENCE_MIB = 250.7  # the paper's code on this configuration, as issue 17 mea
 BATCH, SEQ_LEN = 8, 256
 SHAPE = dict(dim=256, n_heads=4, mlp_ratio=4.0, n_backbone=4, n_head_layers=1,
              vocab_size=4096, max_seq_len=512)  # fmt: skip
-NUMERICS = {  # name -> (preset, its fixed-point overrides)
-    "paper": ("attractor-140m", {}),
-    "ours": ("attractor-cpu", {"backward": "neumann", "neumann_clip": None}),
+# ours: the numerics and gates the -cpu presets had until 2026-12-07 (lm-pydocs-cpu-ours)
+OURS = dict(rope_layout="half", rope_base=10000.0, qk_norm="learned", mlp_scale=1.0,
+            norm_eps=1e-6, gate_max=1.0, gate_clamp=1e-3)  # fmt: skip
+NUMERICS = {  # name -> (preset, its fixed-point overrides, its other overrides)
+    "paper": ("attractor-140m", {}, {}),
+    "ours": ("attractor-cpu", {"backward": "neumann", "neumann_clip": None}, OURS),
 }
 MODES = ("train", "eval")
 
@@ -75,11 +79,13 @@ def build(numerics: str, depth: int):
 
     from attractor.models import build_model, preset_config
 
-    preset, fixed_point = NUMERICS[numerics]
+    preset, fixed_point, fields = NUMERICS[numerics]
     solver = preset_config(preset).fixed_point.train_solver
     forced = dataclasses.replace(solver, max_iter=depth, min_iter=depth, tol=0.0)
     torch.manual_seed(0)
-    model = build_model(preset, fixed_point={**fixed_point, "train_solver": forced}, **SHAPE)
+    model = build_model(
+        preset, fixed_point={**fixed_point, "train_solver": forced}, **SHAPE, **fields
+    )
     return model.train()
 
 
