@@ -248,7 +248,8 @@ def summarize(
     name: str, run: dict[str, Any], sets: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One variant's numbers from its metrics rows: final validation perplexity, median
-    step seconds, mean solver iterations over the last quarter, peak memory, parameters."""
+    step seconds, mean solver iterations over the last quarter and over every step, training
+    FLOPs, peak memory, parameters."""
     rows = [r for r in run["metrics"] if r.get("step") is not None]
     evals = [r for r in rows if r.get("val_ppl") is not None]
     trained = [r for r in rows if r["step"] >= 1 and r.get("elapsed_s") is not None]
@@ -257,6 +258,7 @@ def summarize(
     steps = args.steps
     last_quarter = [r for r in trained if r["step"] > steps - math.ceil(steps / 4)]
     iters = [r["solver_iters"] for r in last_quarter if r.get("solver_iters") is not None]
+    iters_all = [r["solver_iters"] for r in trained if r.get("solver_iters") is not None]
     cfg = load_config(args.config, sets)
     return {
         "family": VARIANTS[name].family,
@@ -270,6 +272,8 @@ def summarize(
         "step_s": statistics.median(step_s),
         "tokens_per_s": cfg.data.batch_size * cfg.data.seq_len / statistics.median(step_s),
         "solver_iters_last_quarter": statistics.fmean(iters) if iters else None,
+        "solver_iters_mean": statistics.fmean(iters_all) if iters_all else None,
+        "train_flops": trained[-1].get("train_flops"),
         "peak_rss_mib": run["peak_rss_mib"],
         "wall_s": run["wall_s"],
         "resumed": run["resumed"],
