@@ -63,6 +63,7 @@ def train_one(
         f"train.eval_every={max(1, steps // args.evals)}",
         f"train.eval_batches={args.eval_batches}",
         f"train.out_dir={Path(args.work) / (label or preset)}",
+        f"train.seed={args.seed}",
         "train.progress=false",
         *(extra_sets or []),
     ]
@@ -126,6 +127,9 @@ def main() -> None:
     ap.add_argument("--data", default="data/pydocs")
     ap.add_argument("--work", default="runs/lm_pareto", help="run directories")
     ap.add_argument("--name", default="lm_pareto", help="results/NAME.json and .png")
+    ap.add_argument("--seed", type=int, default=0, help="train.seed of every run: the "
+                    "initialisation and the models' own draws (the data split and batch order "
+                    "stay those of data.seed)")  # fmt: skip
     ap.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = ap.parse_args()
     ensure_pydocs(Path(args.data))
@@ -142,6 +146,7 @@ def main() -> None:
         "batch": args.batch,
         "seq_len": args.seq_len,
         "threads_per_run": args.threads,
+        "seed": args.seed,
         "reference": reference,
         "reference_val_loss": target,
         "models": models,
