@@ -53,6 +53,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, float | None]]:
         ]
 
 
+SEED_HELP = (
+    "train.seed of every run: the initialisation and the models' own draws (the data split "
+    "and batch order stay those of data.seed)"
+)
 RESUME_CHECKPOINT_EVERY = 25  # steps between the checkpoints of a resumable run
 RESUME_HELP = (
     "continue each run from the checkpoint in its run directory instead of starting it over "

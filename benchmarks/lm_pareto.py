@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
     RESULTS,
     RESUME_HELP,
+    SEED_HELP,
     ensure_pydocs,
     train_in_subprocess,
     write_result,
@@ -127,9 +128,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/pydocs")
     ap.add_argument("--work", default="runs/lm_pareto", help="run directories")
     ap.add_argument("--name", default="lm_pareto", help="results/NAME.json and .png")
-    ap.add_argument("--seed", type=int, default=0, help="train.seed of every run: the "
-                    "initialisation and the models' own draws (the data split and batch order "
-                    "stay those of data.seed)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     ap.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = ap.parse_args()
     ensure_pydocs(Path(args.data))

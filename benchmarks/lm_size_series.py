@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, RESUME_HELP, ensure_pydocs, write_result  # noqa: E402
+from common import RESULTS, RESUME_HELP, SEED_HELP, ensure_pydocs, write_result  # noqa: E402
 from lm_pareto import CONFIG, train_one  # noqa: E402
 
 from attractor.eval.plots import plot_results  # noqa: E402
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/pydocs")
     ap.add_argument("--work", default="runs/lm_size_series", help="run directories")
     ap.add_argument("--name", default="lm_size_series", help="results/NAME.json and .png")
+    ap.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     ap.add_argument("--resume", action="store_true", help=RESUME_HELP)
     args = ap.parse_args()
     if args.tokens_per_param <= 0:
@@ -127,6 +128,7 @@ def main() -> None:
             "batch": args.batch,
             "seq_len": args.seq_len,
             "threads_per_run": args.threads,
+            "seed": args.seed,
             "complete": len(sizes) == len(args.widths),
             "sizes": sizes,
         }

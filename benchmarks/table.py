@@ -35,7 +35,7 @@ def row(name: str, run: dict[str, Any], baseline: float | None, steps: set[int] 
         for p in run["curve"]
         if p["step"] > 0 and (steps is None or p["step"] in steps)
     ]
-    ppl = " / ".join(f"{v:.2f}" for v in curve[:-1]) + f" / **{curve[-1]:.2f}**"
+    ppl = " / ".join([f"{v:.2f}" for v in curve[:-1]] + [f"**{curve[-1]:.2f}**"])
     if baseline is None:
         change = "-"
     else:

@@ -38,6 +38,11 @@ def test_every_evaluation_after_step_0_and_dashes_for_what_an_older_result_lacks
     assert row("x", old, None, None) == "| x | 5.77M | 104.81 / 22.60 / **22.50** | - | - | - |"
 
 
+def test_a_run_with_one_evaluation_has_no_separator():
+    one = {**RUN, "curve": [{"step": 0, "val_ppl": 4800.0}, {"step": 4, "val_ppl": 2694.9}]}
+    assert row("b", one, None, None).startswith("| b | 5.77M | **2694.90** |")
+
+
 def test_the_runs_of_both_kinds_of_result_and_a_clear_error_for_another():
     assert runs_of({"models": {"gpt-cpu": RUN}}) == {"gpt-cpu": RUN}
     assert runs_of({"variants": {"jfb": RUN}}) == {"jfb": RUN}
